@@ -1,0 +1,1 @@
+"""Shared helpers: config, errors, checkpoints, logging, seeding, device."""
