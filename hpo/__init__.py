@@ -1,0 +1,1 @@
+"""Learning-rate / weight-decay schedules: fixed (cosine) now, learned by hypergradient later."""

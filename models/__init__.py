@@ -1,0 +1,1 @@
+"""Search spaces: operations, cells, supernets, discrete networks and genotypes."""

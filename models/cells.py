@@ -1,0 +1,188 @@
+"""Cells shared by the supernets and the discrete networks, and the network skeleton parts."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from models.operations import FactorizedReduce, Identity, ReLUConvBN, drop_path, make_op
+
+
+class Normalize(nn.Module):
+    """Per-channel (x - mean) / std, so every model takes images in [0, 1]."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def make_preprocess(c_pp: int, c_p: int, c: int, reduction_prev: bool, affine: bool) -> tuple[nn.Module, nn.Module]:
+    """The two input adapters of a cell: bring both previous outputs to C channels and one resolution."""
+    pre0 = FactorizedReduce(c_pp, c, affine) if reduction_prev else ReLUConvBN(c_pp, c, 1, 1, 0, affine)
+    return pre0, ReLUConvBN(c_p, c, 1, 1, 0, affine)
+
+
+class MixedEdge(nn.Module):
+    """All candidate ops of one edge; the caller says which ones to evaluate and their weights."""
+
+    def __init__(self, channels: int, stride: int, primitives: Sequence[str], affine: bool, pool_bn: bool):
+        super().__init__()
+        ops = []
+        for name in primitives:
+            op = make_op(name, channels, stride, affine)
+            if pool_bn and "pool" in name:
+                # DARTS normalises pool outputs so their scale is comparable to the conv ops'.
+                op = nn.Sequential(op, nn.BatchNorm2d(channels, affine=False))
+            ops.append(op)
+        self.ops = nn.ModuleList(ops)
+
+
+class SearchCell(nn.Module):
+    """A cell of a supernet: every edge is a MixedEdge; it owns no architecture parameters."""
+
+    def __init__(self, steps: int, multiplier: int, c_pp: int, c_p: int, c: int, reduction: bool,
+                 reduction_prev: bool, primitives: Sequence[str], affine: bool, pool_bn: bool):
+        super().__init__()
+        self.reduction = reduction
+        self.steps = steps
+        self.multiplier = multiplier
+        self.preprocess0, self.preprocess1 = make_preprocess(c_pp, c_p, c, reduction_prev, affine)
+        self.edges = nn.ModuleList()
+        for node in range(steps):
+            for j in range(node + 2):
+                stride = 2 if reduction and j < 2 else 1
+                self.edges.append(MixedEdge(c, stride, primitives, affine, pool_bn))
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor,
+                active: Sequence[Sequence[int]], drop_prob: float = 0.0) -> torch.Tensor:
+        """weights: [n_edges, n_ops]; active[e]: the op indices of edge e to evaluate (host ints)."""
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        offset = 0
+        for node in range(self.steps):
+            total = None
+            for j in range(node + 2):
+                e = offset + j
+                for k in active[e]:
+                    out = self.edges[e].ops[k](states[j])
+                    if self.training and drop_prob > 0 and not isinstance(self.edges[e].ops[k], Identity):
+                        out = drop_path(out, drop_prob)
+                    out = weights[e, k] * out
+                    total = out if total is None else total + out
+            if total is None:
+                raise RuntimeError(f"node {node} of a cell has no active operation")
+            states.append(total)
+            offset += node + 2
+        return torch.cat(states[-self.multiplier:], dim=1)
+
+
+class Cell(nn.Module):
+    """A discrete cell built from a genotype; `op_scale` holds folded-in architecture coefficients."""
+
+    def __init__(self, gene: Sequence[tuple[str, int]], concat: Sequence[int], c_pp: int, c_p: int, c: int,
+                 reduction: bool, reduction_prev: bool):
+        super().__init__()
+        self.reduction = reduction
+        self.preprocess0, self.preprocess1 = make_preprocess(c_pp, c_p, c, reduction_prev, True)
+        self.steps = len(gene) // 2
+        self.concat = list(concat)
+        self.multiplier = len(self.concat)
+        self.inputs = [int(i) for _, i in gene]
+        self.ops = nn.ModuleList(
+            make_op(name, c, 2 if reduction and idx < 2 else 1, True) for name, idx in gene
+        )
+        # 1.0 for networks trained from scratch; the learned ISTA coefficients for derived models.
+        self.register_buffer("op_scale", torch.ones(len(gene)))
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        for node in range(self.steps):
+            total = None
+            for k in (2 * node, 2 * node + 1):
+                out = self.ops[k](states[self.inputs[k]])
+                if self.training and drop_prob > 0 and not isinstance(self.ops[k], Identity):
+                    out = drop_path(out, drop_prob)
+                out = self.op_scale[k] * out
+                total = out if total is None else total + out
+            states.append(total)
+        return torch.cat([states[i] for i in self.concat], dim=1)
+
+
+class AuxiliaryHead(nn.Module):
+    """DARTS auxiliary classifier on the 2/3-depth feature map (adaptive pooling: any input size)."""
+
+    def __init__(self, channels: int, num_classes: int):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.AdaptiveAvgPool2d(2),
+            nn.Conv2d(channels, 128, 1, bias=False),
+            nn.BatchNorm2d(128),
+            nn.ReLU(inplace=False),
+            nn.Conv2d(128, 768, 2, bias=False),
+            nn.BatchNorm2d(768),
+            nn.ReLU(inplace=False),
+        )
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x).flatten(1))
+
+
+class Stem(nn.Module):
+    """CIFAR stem (one 3x3 conv, both cell inputs equal) or 224-px stem (stride 8, two outputs)."""
+
+    def __init__(self, kind: str, in_channels: int, c: int, stem_multiplier: int = 3):
+        super().__init__()
+        if kind not in ("cifar", "imagenet"):
+            raise ValueError(f"unknown stem {kind!r}: use 'cifar' or 'imagenet'")
+        self.kind = kind
+        if kind == "cifar":
+            self.out_channels = stem_multiplier * c
+            self.stem0 = nn.Sequential(
+                nn.Conv2d(in_channels, self.out_channels, 3, padding=1, bias=False),
+                nn.BatchNorm2d(self.out_channels),
+            )
+            self.stem1 = None
+        else:
+            self.out_channels = c
+            self.stem0 = nn.Sequential(
+                nn.Conv2d(in_channels, c // 2, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(c // 2),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(c // 2, c, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(c),
+            )
+            self.stem1 = nn.Sequential(
+                nn.ReLU(inplace=True),
+                nn.Conv2d(c, c, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(c),
+            )
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        s0 = self.stem0(x)
+        return (s0, s0) if self.stem1 is None else (s0, self.stem1(s0))
+
+
+def cell_plan(stem: str, c: int, layers: int, stem_channels: int, multiplier: int = 4) -> list[tuple[int, int, int, bool, bool]]:
+    """(C_pp, C_p, C, reduction, reduction_prev) of each cell; reductions at 1/3 and 2/3 depth."""
+    plan = []
+    c_pp, c_p, c_curr = stem_channels, stem_channels, c
+    reduction_prev = stem == "imagenet"
+    for i in range(layers):
+        reduction = i in (layers // 3, 2 * layers // 3)
+        if reduction:
+            c_curr *= 2
+        plan.append((c_pp, c_p, c_curr, reduction, reduction_prev))
+        reduction_prev = reduction
+        c_pp, c_p = c_p, multiplier * c_curr
+    return plan
+
+
+def aux_channels(plan: list[tuple[int, int, int, bool, bool]], layers: int, multiplier: int = 4) -> int:
+    """Channels entering the auxiliary head (output of the cell at 2/3 depth)."""
+    return multiplier * plan[2 * layers // 3][2]

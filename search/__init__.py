@@ -1,0 +1,1 @@
+"""The search: the mode table, building objects from the config, the one loop, artifacts."""

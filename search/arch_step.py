@@ -1,0 +1,131 @@
+"""Architecture updates: first-order on validation, DARTS unrolled second order, or joint.
+
+Each step owns its optimizer over `net.arch_parameters()` only. The Searcher calls `before_weights`
+(bilevel updates, on a validation batch) or `after_backward` (joint updates, from the gradients of
+the training loss the weights also use).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def make_arch_optimizer(params: list[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Adam:
+    """Adam with betas (0.5, 0.999), as in DARTS and ISTA-NAS."""
+    return torch.optim.Adam(params, lr=lr, betas=(0.5, 0.999), weight_decay=weight_decay)
+
+
+class ArchStep:
+    """No architecture update (discrete networks, frozen supernets)."""
+
+    bilevel = False
+    joint = False
+
+    def __init__(self, optimizer: torch.optim.Optimizer | None = None):
+        self.optimizer = optimizer
+
+    def before_weights(self, net: nn.Module, train: Batch, val: Batch, lr: float,
+                       weight_optimizer: torch.optim.Optimizer) -> None:
+        """Bilevel update before the weight step."""
+
+    def after_backward(self) -> None:
+        """Joint update after the training backward."""
+
+    def state_dict(self) -> dict:
+        """Optimizer state."""
+        return {"optimizer": self.optimizer.state_dict()} if self.optimizer else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore optimizer state."""
+        if self.optimizer and state:
+            self.optimizer.load_state_dict(state["optimizer"])
+
+
+class JointArchStep(ArchStep):
+    """Single-level (DHA): the arch parameters step on the training loss of the same backward."""
+
+    joint = True
+
+    def after_backward(self) -> None:
+        """Adam step on the gradients the training backward left on the arch parameters."""
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+
+class FirstOrderArchStep(ArchStep):
+    """Bilevel, first order: one Adam step on the validation loss at the current weights."""
+
+    bilevel = True
+
+    def before_weights(self, net: nn.Module, train: Batch, val: Batch, lr: float,
+                       weight_optimizer: torch.optim.Optimizer) -> None:
+        """Gradient of the validation loss for the arch parameters only (no weight gradients)."""
+        params = [p for p in net.arch_parameters() if p.requires_grad]
+        loss = nn.functional.cross_entropy(net(val[0]), val[1])
+        grads = torch.autograd.grad(loss, params)
+        for p, g in zip(params, grads):
+            p.grad = g
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+
+class SecondOrderArchStep(ArchStep):
+    """DARTS unrolled update, computed with `functional_call` (no model copy).
+
+    w' = w - xi (momentum * buf + dL_train/dw + wd * w); grad_alpha = dL_val(w', a)/da
+    - xi * [dL_train(w+, a)/da - dL_train(w-, a)/da] / (2 eps), w+- = w +- eps dL_val(w')/dw',
+    eps = 0.01 / ||dL_val(w')/dw'|| (the finite difference divided by 2 eps: the reference code
+    got this scaling wrong).
+    """
+
+    bilevel = True
+
+    def __init__(self, optimizer: torch.optim.Optimizer, momentum: float, weight_decay: float):
+        super().__init__(optimizer)
+        self.momentum, self.weight_decay = momentum, weight_decay
+
+    def before_weights(self, net: nn.Module, train: Batch, val: Batch, lr: float,
+                       weight_optimizer: torch.optim.Optimizer) -> None:
+        """Set the arch gradients by the unrolled formula and take one optimizer step."""
+        arch = {n: p for n, p in net.named_parameters() if any(p is a for a in net.arch_parameters())}
+        weights = {n: p for n, p in net.named_parameters() if n not in arch and p.requires_grad}
+        # Extra forwards must not move the BN running statistics of the real network.
+        buffers = {n: b.clone() for n, b in net.named_buffers()}
+
+        def loss_at(w: dict, a: dict, batch: Batch) -> torch.Tensor:
+            logits = functional_call(net, {**w, **a, **buffers}, (batch[0],))
+            return nn.functional.cross_entropy(logits, batch[1])
+
+        w_vals = list(weights.values())
+        g_train = torch.autograd.grad(loss_at(weights, arch, train), w_vals)
+        unrolled = {}
+        for (name, w), g in zip(weights.items(), g_train):
+            buf = weight_optimizer.state.get(w, {}).get("momentum_buffer")
+            step = g + self.weight_decay * w
+            if buf is not None:
+                step = step + self.momentum * buf
+            unrolled[name] = (w - lr * step).detach().requires_grad_(True)
+        a_vals = list(arch.values())
+        loss_val = loss_at(unrolled, arch, val)
+        grads = torch.autograd.grad(loss_val, a_vals + list(unrolled.values()))
+        d_arch, d_w = grads[: len(a_vals)], grads[len(a_vals):]
+        hvp = self.hessian_vector(loss_at, weights, arch, train, d_w)
+        for a, da, h in zip(a_vals, d_arch, hvp):
+            a.grad = da - lr * h
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    @staticmethod
+    def hessian_vector(loss_at, weights: dict, arch: dict, batch: Batch, vector) -> list[torch.Tensor]:
+        """Finite-difference d/da [dL/dw . v] at the current weights."""
+        norm = torch.sqrt(sum((v * v).sum() for v in vector))
+        eps = 0.01 / (norm + 1e-12)
+        plus = {n: (w + eps * v).detach() for (n, w), v in zip(weights.items(), vector)}
+        minus = {n: (w - eps * v).detach() for (n, w), v in zip(weights.items(), vector)}
+        a_vals = list(arch.values())
+        g_plus = torch.autograd.grad(loss_at(plus, arch, batch), a_vals)
+        g_minus = torch.autograd.grad(loss_at(minus, arch, batch), a_vals)
+        return [(gp - gm) / (2 * eps) for gp, gm in zip(g_plus, g_minus)]

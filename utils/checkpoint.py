@@ -1,0 +1,57 @@
+"""Atomic checkpoint I/O: write to a temp file in the same folder, then rename."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from utils.errors import UserError
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """torch.save `obj` so that `path` is either the old file or the complete new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(text: str, path: str | Path) -> None:
+    """Write a text file atomically (JSON artifacts)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
+    """Load a checkpoint written by `atomic_save`; a missing or corrupted file is a UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no checkpoint at '{path}'")
+    try:
+        blob = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # torch raises several types for truncated/garbled files
+        raise UserError(f"checkpoint '{path}' is corrupted or unreadable ({type(exc).__name__})") from None
+    if not isinstance(blob, dict) or "format" not in blob:
+        raise UserError(f"'{path}' is not a checkpoint written by this tool")
+    return blob

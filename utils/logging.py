@@ -1,0 +1,69 @@
+"""Run logging: console + log.txt, metrics.jsonl, and TensorBoard scalars/text."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+class RunLogger:
+    """Writes to the run folder; with `run_dir=None` it only prints (dry runs, tests)."""
+
+    def __init__(self, run_dir: Path | None, tensorboard: bool = True, quiet: bool = False):
+        self.run_dir = run_dir
+        self.quiet = quiet
+        self.writer = None
+        self._log = None
+        self._jsonl = None
+        if run_dir is not None:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            self._log = open(run_dir / "log.txt", "a")
+            self._jsonl = open(run_dir / "metrics.jsonl", "a")
+            if tensorboard:
+                try:
+                    from torch.utils.tensorboard import SummaryWriter
+                except ImportError:  # tensorboard is optional at run time
+                    SummaryWriter = None
+                if SummaryWriter is not None:
+                    self.writer = SummaryWriter(log_dir=str(run_dir))
+
+    def info(self, message: str) -> None:
+        """A human-readable line on stdout and in log.txt."""
+        line = f"{time.strftime('%H:%M:%S')} {message}"
+        if not self.quiet:
+            print(line, flush=True)
+        if self._log:
+            self._log.write(line + "\n")
+            self._log.flush()
+
+    def record(self, **fields: Any) -> None:
+        """One JSON line in metrics.jsonl."""
+        if self._jsonl:
+            self._jsonl.write(json.dumps(fields, default=float) + "\n")
+            self._jsonl.flush()
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        """TensorBoard scalars under their tags."""
+        if self.writer:
+            for tag, value in values.items():
+                self.writer.add_scalar(tag, value, step)
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        """TensorBoard text (genotypes)."""
+        if self.writer:
+            self.writer.add_text(tag, text, step)
+
+    def close(self) -> None:
+        """Flush and close every file."""
+        if self.writer:
+            self.writer.close()
+        for f in (self._log, self._jsonl):
+            if f:
+                f.close()
+
+
+def progress_enabled(requested: bool) -> bool:
+    """Progress bars only when asked for and stderr is a terminal."""
+    return requested and sys.stderr.isatty()
