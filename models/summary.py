@@ -23,9 +23,12 @@ NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
 
 def count_madds_m(model: torch.nn.Module, input_size: int, in_channels: int = 3) -> float:
     """Multiply-adds (millions) of one forward pass of a single image in eval mode."""
+    was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.zeros(1, in_channels, input_size, input_size))
+        model(torch.zeros(1, in_channels, input_size, input_size, device=device))
+    model.train(was_training)
     return counter.get_total_flops() / 2e6
 
 

@@ -11,6 +11,12 @@ import torch
 from utils.errors import UserError
 
 
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_save(obj: Any, path: str | Path) -> None:
     """torch.save `obj` so that `path` is either the old file or the complete new one."""
     path = Path(path)
@@ -21,6 +27,7 @@ def atomic_save(obj: Any, path: str | Path) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _umask_mode())  # mkstemp files are private; artifacts are not
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -36,6 +43,21 @@ def atomic_write_text(text: str, path: str | Path) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.chmod(tmp, _umask_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def replace_from_temp(path: Path, write) -> None:
+    """Call `write(tmp_path)` on a temp file beside `path`, then rename it over `path`."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
