@@ -22,7 +22,7 @@ class _Parser(argparse.ArgumentParser):
 def make_parser() -> argparse.ArgumentParser:
     """The CLI flags (modes listed in the epilog)."""
     from search.modes import modes_help
-    parser = _Parser(prog="search_darts.py", description=__doc__.split("\n")[0],
+    parser = _Parser(prog="search_darts.py", description=__doc__.split("\n")[0], allow_abbrev=False,
                      epilog="modes (--Running):\n" + modes_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--conf_path", help="JSON config (DHA key schema); optional with --resume")
     parser.add_argument("--Running", "--running", dest="mode", help="the mode to run (listed below)")

@@ -102,7 +102,7 @@ def run_mode(cfg: RunConfig, mode: Mode, device: torch.device, run_dir: Path, lo
         torch.manual_seed(derive_seed(cfg.seed, index, 10**6))
         if net is None or spec.kind != "continue":
             net = _build_stage_net(cfg, mode, index, data, genotype).to(device)
-            if state.get("net") is not None:  # resuming at the start of a continue stage
+            if spec.kind == "continue" and state.get("net") is not None:  # resuming at its start
                 net.load_state_dict(state["net"])
         if spec.kind == "continue":
             net.freeze_arch()

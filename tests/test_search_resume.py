@@ -1,0 +1,69 @@
+"""Exact resume: interrupted and resumed runs end with the same genotype and bitwise-equal weights."""
+import json
+
+import pytest
+import torch
+
+import search.pipeline
+import search_darts
+
+
+def _run(conf, mode, interrupt_after=None, monkeypatch=None):
+    if interrupt_after is not None:
+        real_save, calls = search.pipeline.atomic_save, []
+
+        def save_then_crash(obj, path):
+            real_save(obj, path)
+            calls.append(path)
+            if len(calls) == interrupt_after:
+                raise KeyboardInterrupt
+        monkeypatch.setattr(search.pipeline, "atomic_save", save_then_crash)
+    return search_darts.main(["--conf_path", str(conf), "--Running", mode, "--device", "cpu"])
+
+
+@pytest.mark.parametrize("interrupt_after", [1, 4])  # after search epoch 1 / inside the continued training
+def test_resume_is_exact_for_ista_single_nor(write_config, tmp_path, monkeypatch, interrupt_after):
+    arch = {"dist_limit": 0.0}  # never freeze: the search runs all its epochs
+    train = {"epochs": 3, "retrain_epochs": 2, "max_steps_per_epoch": 3}
+    straight = write_config("straight.json", save_name="straight", train=train, train_architecture=arch)
+    broken = write_config("broken.json", save_name="broken", train=train, train_architecture=arch)
+    assert _run(straight, "ista_single_nor") == 0
+
+    assert _run(broken, "ista_single_nor", interrupt_after, monkeypatch) == 130
+    monkeypatch.undo()
+    run_dir = tmp_path / "runs" / "fake_ista_single_nor_broken"
+    assert not (run_dir / "model.pt2").exists()
+    assert search_darts.main(["--resume", str(run_dir), "--device", "cpu"]) == 0
+
+    ref_dir = tmp_path / "runs" / "fake_ista_single_nor_straight"
+    assert json.loads((run_dir / "genotype.json").read_text()) == json.loads((ref_dir / "genotype.json").read_text())
+    a = torch.load(ref_dir / "model_state.pt", weights_only=False)["state_dict"]
+    b = torch.load(run_dir / "model_state.pt", weights_only=False)["state_dict"]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    ma = json.loads((ref_dir / "metrics.json").read_text())
+    mb = json.loads((run_dir / "metrics.json").read_text())
+    assert ma["test_top1"] == mb["test_top1"] and ma["search_epochs"] == mb["search_epochs"] == 3
+
+
+def test_resume_of_a_finished_stage_boundary_in_darts(write_config, tmp_path, monkeypatch):
+    train = {"epochs": 2, "max_steps_per_epoch": 2}
+    straight = write_config("straight.json", save_name="straight", train=train, tune={"epochs": 2})
+    broken = write_config("broken.json", save_name="broken", train=train, tune={"epochs": 2})
+    assert _run(straight, "darts") == 0
+    assert _run(broken, "darts", 2, monkeypatch) == 130  # crash right after the search finished
+    monkeypatch.undo()
+    run_dir = tmp_path / "runs" / "fake_darts_broken"
+    assert search_darts.main(["--resume", str(run_dir)]) == 0
+    a = torch.load(tmp_path / "runs" / "fake_darts_straight" / "model_state.pt", weights_only=False)["state_dict"]
+    b = torch.load(run_dir / "model_state.pt", weights_only=False)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_with_another_mode_is_refused(write_config, tmp_path, monkeypatch, capsys):
+    conf = write_config(train={"epochs": 2})
+    assert _run(conf, "ista_single_nor", 1, monkeypatch) == 130
+    monkeypatch.undo()
+    code = search_darts.main(["--resume", str(tmp_path / "runs" / "fake_ista_single_nor"), "--Running", "darts"])
+    assert code == 2 and "ista_single_nor" in capsys.readouterr().err
