@@ -185,10 +185,13 @@ def _convert(value: Any, tp: Any, path: str, notices: list[str]) -> Any:
         bool: isinstance(value, bool),
         int: isinstance(value, int) and not isinstance(value, bool),
         float: isinstance(value, (int, float)) and not isinstance(value, bool),
-        str: isinstance(value, str),
+        # `--set save_name=2024` parses as a number; text fields take it as text.
+        str: isinstance(value, (str, int, float)) and not isinstance(value, bool),
     }[tp]
     if not ok:
         raise ConfigError(f"config key '{path}' must be {_type_name(tp)}, got {json.dumps(value)}")
+    if tp is str:
+        return str(value)
     return float(value) if tp is float else value
 
 
@@ -236,14 +239,20 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 
 def config_from_dict(raw: dict, overrides: list[str] = ()) -> tuple[RunConfig, list[str]]:
     """Build and validate a RunConfig from a raw dict; returns it and the ignored legacy keys."""
-    raw = json.loads(json.dumps(raw))  # deep copy
+    raw = apply_overrides(json.loads(json.dumps(raw)), list(overrides))  # on a deep copy
+    for name in [f.name for f in dataclasses.fields(RunConfig)]:
+        if name in raw and dataclasses.is_dataclass(typing.get_type_hints(RunConfig)[name]) \
+                and not isinstance(raw[name], dict):
+            raise ConfigError(f"config key '{name}' must be a section (a JSON object), got {json.dumps(raw[name])}")
+    inherited: set[str] = set()
     for child, parent in INHERITS.items():
+        inherited |= {f"{child}.{k}" for k in raw.get(parent, {}) if k not in raw.get(child, {})}
         raw[child] = {**raw.get(parent, {}), **raw.get(child, {})}
-    raw = apply_overrides(raw, list(overrides))
     notices: list[str] = []
     cfg = _build(RunConfig, raw, "", notices)
     validate(cfg)
-    return cfg, sorted(set(notices))
+    # A legacy key copied into a tune_* section is reported once, under its own section.
+    return cfg, sorted({n for n in notices if n.split(" ")[0] not in inherited})
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> tuple[RunConfig, list[str]]:
@@ -252,7 +261,9 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> tuple[RunConfig,
     if not path.is_file():
         raise ConfigError(f"config file '{path}' not found")
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file '{path}' is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"config file '{path}' is not valid JSON: {exc}") from None
     if not isinstance(raw, dict):
@@ -280,6 +291,12 @@ def validate(cfg: RunConfig) -> None:
             v = getattr(d, k)
             _check(v is None or len(v) in (1, 3), f"config key '{sec}.{k}' needs 1 or 3 values, got {v}")
         _check(d.std is None or all(s > 0 for s in d.std), f"config key '{sec}.std' must be positive")
+        _check(d.crop_padding is None or d.crop_padding >= 0, f"config key '{sec}.crop_padding' must be >= 0")
+        _check(d.aug_choice in (4, 11, 14, 15), f"config key '{sec}.aug_choice' must be 4, 11, 14 or 15, got {d.aug_choice}")
+    _check(cfg.log_every >= 1, f"config key 'log_every' must be >= 1, got {cfg.log_every}")
+    for ds_sec, da_sec in (("dataset", "da"), ("tune_dataset", "da_tune")):
+        policy, choice = getattr(cfg, da_sec).policy, getattr(cfg, ds_sec).aug_choice
+        _check(policy == choice, f"config key '{da_sec}.policy' ({policy}) must equal '{ds_sec}.aug_choice' ({choice})")
     for sec in ("train", "tune"):
         t: TrainConfig = getattr(cfg, sec)
         _check(t.w_lr > 0, f"config key '{sec}.w_lr' must be positive, got {t.w_lr}")
