@@ -13,7 +13,7 @@ def test_two_short_epochs_of_ista_single_nor_lower_the_training_loss(write_confi
         dataset={"name": "imagefolder", "root": str(SHARED_CIFAR), "num_class": 10, "val_ratio": 0.1,
                  "batch_size": 32, "max_train": 1200, "max_test": 200},
         train={"epochs": 2, "retrain_epochs": 0, "max_steps_per_epoch": 30, "w_lr": 0.05},
-        train_architecture={"input_size": 32, "init_channels": 8, "layers": 4, "dist_limit": 0.0},
+        train_architecture={"input_size": 32, "init_channels": 8, "layers": 4, "dist_limit": 0.0, "alpha_lr": 0.01},
     )
     assert search_darts.main(["--conf_path", str(conf), "--Running", "ista_single_nor", "--device", "cpu"]) == 0
     run_dir = tmp_path / "runs" / "imagefolder_ista_single_nor"

@@ -1,0 +1,421 @@
+"""ISTA-NAS supernets (two-stage and single-stage DHA): sparse support, freezing, size limit, derivation."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from models.genotypes import PRIMITIVES_ISTA, Genotype, genotype_from_dict
+from models.ista import TYPES, IstaSupernet, pick_support
+from models.network import Network
+
+K = len(PRIMITIVES_ISTA)
+STEPS = 4
+N_EDGES = sum(i + 2 for i in range(STEPS))
+
+
+X = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(123))
+Y = torch.tensor([0, 2])
+
+
+def make(single_stage, seed=0, **kw):
+    """A fresh tiny supernet (construction runs two LASSO recoveries: keep the count low)."""
+    torch.manual_seed(seed)
+    args = dict(single_stage=single_stage, init_channels=4, num_classes=3, layers=3)
+    args.update(kw)
+    return IstaSupernet(**args)
+
+
+_SHARED = {}
+
+
+@pytest.fixture(params=[True, False], ids=["single", "two-stage"])
+def shared(request):
+    """One supernet per kind for the tests that do not change it (gradients are cleared)."""
+    if request.param not in _SHARED:
+        _SHARED[request.param] = make(request.param)
+    net = _SHARED[request.param]
+    net.zero_grad(set_to_none=True)
+    net.train()
+    return net
+
+
+_PERTURBED = {}
+
+
+@pytest.fixture(params=[True, False], ids=["single", "two-stage"])
+def perturbed(request):
+    """Read-only: a supernet whose codes were recovered from a random z (then z moved a little),
+    with BN running statistics moved by a training forward. Single-stage has the auxiliary head."""
+    single_stage = request.param
+    if single_stage not in _PERTURBED:
+        net = make(single_stage, auxiliary=single_stage)
+        _perturb_z(net, 2)
+        info = net.on_epoch_end(0)
+        assert info["accepted"]
+        _perturb_z(net, 3, scale=0.1)   # z is no longer the one the codes came from
+        net.train()
+        with torch.no_grad():
+            net(X)
+        _PERTURBED[single_stage] = net
+    return _PERTURBED[single_stage]
+
+
+def fresh_like(net, seed=7):
+    """A new instance of the same configuration built with another seed, loaded from `net`."""
+    other = make(net.single_stage, seed=seed, auxiliary=net.aux_head is not None)
+    other.load_state_dict(net.state_dict())
+    return other
+
+
+def node_edges(i):
+    offset = sum(j + 2 for j in range(i))
+    return range(offset, offset + i + 2)
+
+
+def _bn_of_edges(net, t, edges):
+    out = []
+    for cell in net.cells:
+        if cell.reduction != (t == "reduce"):
+            continue
+        for e in edges:
+            out += [m for m in cell.edges[e].modules() if isinstance(m, nn.BatchNorm2d) and m.affine]
+    return out
+
+
+def _perturb_z(net, seed, scale=1.0, which=None):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for t in TYPES:
+            for i, z in enumerate(net.z_normal if t == "normal" else net.z_reduce):
+                if which is None or (t, i) in which:
+                    z.add_(scale * torch.randn(z.shape, generator=g))
+
+
+def _codes(net):
+    return {(t, i): getattr(net, f"code_{t}_{i}").clone() for t in TYPES for i in range(STEPS)}
+
+
+
+
+# --- support and mixing weights ---------------------------------------------------------------
+
+def test_two_active_ops_per_node_on_two_edges(perturbed):
+    net = perturbed
+    actives = dict(zip(TYPES, net.active_ops()))
+    weights = dict(zip(TYPES, net.mixing_weights()))
+    for t in TYPES:
+        active, w = actives[t], weights[t]
+        assert len(active) == N_EDGES and w.shape == (N_EDGES, K)
+        nonzero = {(int(e), int(k)) for e, k in torch.nonzero(w.detach()).tolist()}
+        from_active = {(e, k) for e in range(N_EDGES) for k in active[e]}
+        assert nonzero == from_active
+        for i in range(STEPS):
+            pairs = [(e, k) for e in node_edges(i) for k in active[e]]
+            assert len(pairs) == 2
+            assert pairs[0][0] != pairs[1][0]
+
+
+def test_genotype_matches_the_support(perturbed):
+    net = perturbed
+    geno = net.genotype()
+    assert genotype_from_dict(geno.to_dict()) == geno
+    for t, active in zip(TYPES, net.active_ops()):
+        gene = getattr(geno, t)
+        expected = []
+        for i in range(STEPS):
+            for e in node_edges(i):
+                for k in sorted(active[e]):
+                    expected.append((PRIMITIVES_ISTA[k], e - node_edges(i)[0]))
+        assert gene == expected
+
+
+def test_only_active_ops_are_evaluated(shared):
+    net = shared
+    calls, handles = {}, []
+
+    def hook(key):
+        def f(module, inputs, output):
+            calls[key] = calls.get(key, 0) + 1
+        return f
+
+    for c, cell in enumerate(net.cells):
+        for e, edge in enumerate(cell.edges):
+            for k, op in enumerate(edge.ops):
+                handles.append(op.register_forward_hook(hook((c, e, k))))
+    try:
+        loss = nn.functional.cross_entropy(net(X), Y)
+        loss.backward()
+    finally:
+        for h in handles:
+            h.remove()
+    actives = dict(zip(TYPES, net.active_ops()))
+    expected = set()
+    for c, cell in enumerate(net.cells):
+        active = actives["reduce" if cell.reduction else "normal"]
+        expected |= {(c, e, k) for e in range(N_EDGES) for k in active[e]}
+    assert set(calls) == expected
+    assert all(v == 1 for v in calls.values())
+    # parameters of ops never run get no gradient
+    for c, cell in enumerate(net.cells):
+        for e, edge in enumerate(cell.edges):
+            for k, op in enumerate(edge.ops):
+                if (c, e, k) not in expected:
+                    assert all(p.grad is None for p in op.parameters())
+
+
+def test_z_gradients_are_non_zero(shared):
+    net = shared
+    nn.functional.cross_entropy(net(X), Y).backward()
+    for z in net.arch_parameters():
+        assert z.requires_grad
+        assert z.grad is not None and z.grad.abs().sum() > 0
+
+
+def test_arch_and_weight_parameters_partition(shared):
+    net = shared
+    arch = {id(p) for p in net.arch_parameters()}
+    weights = {id(p) for p in net.weight_parameters()}
+    assert len(arch) == 2 * STEPS
+    assert arch.isdisjoint(weights)
+    assert arch | weights == {id(p) for p in net.parameters()}
+    assert all(z.shape == (net.proj_dims,) for z in net.arch_parameters())
+
+
+def test_state_dict_round_trip(perturbed):
+    a = perturbed
+    b = make(a.single_stage, seed=7, auxiliary=a.single_stage)
+    assert not torch.equal(b.A_normal_0, a.A_normal_0)
+    b.load_state_dict(a.state_dict())
+    assert b.genotype() == a.genotype()
+    assert b.active_ops() == a.active_ops()
+    for wa, wb in zip(a.mixing_weights(), b.mixing_weights()):
+        assert torch.equal(wa, wb)
+    a.eval(), b.eval()
+    try:
+        with torch.no_grad():
+            assert torch.equal(a(X), b(X))
+    finally:
+        a.train()
+    assert [z.requires_grad for z in a.arch_parameters()] == [z.requires_grad for z in b.arch_parameters()]
+
+
+def test_state_dict_round_trip_restores_frozen_state():
+    a = make(True, seed=0)
+    a.on_epoch_end(1)             # z unchanged: every node converges and freezes
+    a.freeze_arch()
+    b = fresh_like(a)
+    assert b.should_stop()
+    assert not any(z.requires_grad for z in b.arch_parameters())
+    assert all(m.weight.requires_grad for t in TYPES for m in _bn_of_edges(b, t, range(N_EDGES)))
+    # the architecture is frozen in b too: changing z does not change the output
+    b.eval()
+    with torch.no_grad():
+        before = b(X)
+        _perturb_z(b, 4)
+        assert torch.equal(before, b(X))
+
+
+# --- single-stage freezing --------------------------------------------------------------------
+
+def test_single_stage_bn_affine_trainable_only_after_node_freezes():
+    net = make(True)
+    bns = [m for t in TYPES for m in _bn_of_edges(net, t, range(N_EDGES))]
+    assert bns, "single-stage ops must have affine BNs"
+    assert not any(m.weight.requires_grad or m.bias.requires_grad for m in bns)
+    # preprocessing and stem BNs are ordinary weights
+    assert net.cells[0].preprocess1.op[2].weight.requires_grad
+    assert not net.should_stop()
+
+    info0 = net.on_epoch_end(0)   # epoch 0 never freezes
+    assert info0["accepted"] and info0["frozen_nodes"] == 0
+    net.on_epoch_end(1)
+    info = net.on_epoch_end(2)
+    assert info["accepted"]
+    assert info["frozen_nodes"] == 2 * STEPS
+    assert net.should_stop()
+    assert not any(z.requires_grad for z in net.arch_parameters())
+    assert all(m.weight.requires_grad and m.bias.requires_grad for m in bns)
+
+
+def test_single_stage_freezes_only_converged_nodes():
+    net = make(True)
+    _perturb_z(net, 9, scale=2.0, which={("normal", 2)})
+    info = net.on_epoch_end(1)
+    assert info["frozen_nodes"] == 2 * STEPS - 1
+    assert net.frozen_normal.tolist() == [True, True, False, True]
+    assert net.frozen_reduce.all()
+    assert not net.should_stop()
+    assert net.z_normal[2].requires_grad
+    assert not net.z_normal[1].requires_grad and not net.z_reduce[2].requires_grad
+    searching = _bn_of_edges(net, "normal", node_edges(2))
+    assert searching and not any(m.weight.requires_grad for m in searching)
+    others = [m for i in (0, 1, 3) for m in _bn_of_edges(net, "normal", node_edges(i))]
+    assert all(m.weight.requires_grad for m in others)
+    assert all(m.weight.requires_grad for m in _bn_of_edges(net, "reduce", range(N_EDGES)))
+    # once it stops moving, it freezes too
+    net.on_epoch_end(2)
+    assert net.should_stop()
+
+
+def test_two_stage_never_freezes_nodes():
+    net = make(False)
+    info = net.on_epoch_end(5)    # z unchanged: a single-stage net would freeze everything now
+    assert info["accepted"] and info["code_change"] <= net.dist_limit
+    assert info["frozen_nodes"] == 0
+    assert not net.frozen_normal.any() and not net.frozen_reduce.any()
+    assert not net.should_stop()
+    assert all(z.requires_grad for z in net.arch_parameters())
+
+
+# --- size limit -------------------------------------------------------------------------------
+
+def test_param_limit_rejects_then_accepts():
+    seen, size = [], [100.0]
+
+    def size_fn(g):
+        seen.append(g)
+        return size[0]
+
+    net = make(True)
+    net.size_fn, net.param_limit = size_fn, 1.0
+    geno, codes, supports = net.genotype(), _codes(net), (net.support_normal.clone(), net.support_reduce.clone())
+    _perturb_z(net, 11, scale=3.0)
+    info = net.on_epoch_end(1)
+    assert info["accepted"] is False
+    assert info["candidate_params_m"] == 100.0
+    assert len(seen) == 1 and isinstance(seen[0], Genotype)
+    assert seen[0] != geno          # the candidate really differed
+    assert net.genotype() == geno
+    after = _codes(net)
+    assert all(torch.equal(codes[key], after[key]) for key in codes)
+    assert torch.equal(net.support_normal, supports[0]) and torch.equal(net.support_reduce, supports[1])
+    assert info["frozen_nodes"] == 0 and not net.should_stop()
+    assert all(z.requires_grad for z in net.arch_parameters())
+
+    size[0] = 0.5                   # the same candidate, now small enough
+    info = net.on_epoch_end(2)
+    assert info["accepted"] is True
+    assert seen[-1] == seen[0]
+    assert net.genotype() == seen[-1] != geno
+    assert any(not torch.equal(codes[key], v) for key, v in _codes(net).items())
+
+
+# --- derivation -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("freeze", [True, False])
+@pytest.mark.parametrize("perturbed", [True], indirect=True)
+def test_derive_model_reproduces_supernet(perturbed, freeze):
+    net = fresh_like(perturbed) if freeze else perturbed
+    if freeze:
+        net.freeze_arch()
+        assert not any(z.requires_grad for z in net.arch_parameters())
+    derived = net.derive_model()
+    assert isinstance(derived, Network)
+    assert derived.genotype == net.genotype()
+    assert derived.aux_head is not None
+    net.eval(), derived.eval()
+    try:
+        with torch.no_grad():
+            diff = (net(X) - derived(X)).abs().max().item()
+    finally:
+        net.train()
+    assert diff < 1e-5
+    # op_scale holds the mixing weights of the support
+    w_normal = net.mixing_weights()[0].detach()
+    normal_cell = next(c for c in derived.cells if not c.reduction)
+    expected = [float(w_normal[e, k]) for i in range(STEPS) for e in node_edges(i)
+                for k in sorted(net.active_ops()[0][e])]
+    assert normal_cell.op_scale.tolist() == pytest.approx(expected, abs=1e-6)
+    assert all(abs(v) > 0 for v in expected)
+
+
+def test_freeze_arch_makes_weights_constant_and_bns_trainable():
+    net = make(True).eval()
+    with torch.no_grad():
+        before = net(X)
+    net.freeze_arch()
+    assert all(m.weight.requires_grad for t in TYPES for m in _bn_of_edges(net, t, range(N_EDGES)))
+    _perturb_z(net, 21)
+    with torch.no_grad():
+        assert torch.allclose(before, net(X), atol=1e-6)
+    assert net.on_epoch_end(3) == {}
+
+
+@pytest.mark.parametrize("shared", [False], indirect=True)
+def test_derive_model_raises_for_two_stage(shared):
+    net = shared
+    with pytest.raises(RuntimeError):
+        net.derive_model()
+
+
+def test_two_stage_has_no_affine_op_bns_and_pool_bns():
+    net = make(False, auxiliary=True)
+    assert net.aux_head is None   # auxiliary is a single-stage feature
+    assert not _bn_of_edges(net, "normal", range(N_EDGES))
+    pool = net.cells[0].edges[0].ops[PRIMITIVES_ISTA.index("max_pool_3x3")]
+    assert isinstance(pool, nn.Sequential) and isinstance(pool[1], nn.BatchNorm2d)
+
+
+@pytest.mark.parametrize("shared", [True], indirect=True)
+def test_single_stage_ops_have_affine_bns_and_no_pool_bns(shared):
+    pool = shared.cells[0].edges[0].ops[PRIMITIVES_ISTA.index("max_pool_3x3")]
+    assert isinstance(pool, nn.MaxPool2d)
+    assert _bn_of_edges(shared, "normal", range(N_EDGES))
+
+
+def test_bad_measurement_raises():
+    with pytest.raises(ValueError):
+        make(False, measurement="bernoulli")
+
+
+def test_uniform_measurement_builds():
+    net = make(False, measurement="uniform")
+    assert (net.A_normal_0 >= 0).all()
+    assert net(X).shape == (2, 3)
+
+
+# --- pick_support -----------------------------------------------------------------------------
+
+def test_pick_support_absolute():
+    code = torch.zeros(3, K)
+    code[0, 1] = 0.2
+    code[1, 6] = -0.9
+    code[2, 3] = 0.5
+    assert pick_support(code.flatten(), 3, K) == sorted([1 * K + 6, 2 * K + 3])
+
+
+def test_pick_support_reference_flags():
+    code = torch.zeros(3, K)
+    code[:, K - 1] = 5.0            # the last op is strongest everywhere
+    code[0, 2] = 0.3
+    code[1, 4] = -2.0              # strong only by magnitude
+    code[1, 0] = 0.1
+    code[2, 5] = 0.4
+    ref = pick_support(code.flatten(), 3, K, absolute=False, exclude_last_op=True)
+    assert all(flat % K != K - 1 for flat in ref)
+    assert ref == [0 * K + 2, 2 * K + 5]
+    ours = pick_support(code.flatten(), 3, K)
+    assert all(flat % K == K - 1 for flat in ours)
+    # absolute, last op excluded: the large negative now counts
+    code[:, K - 1] = 0.0
+    assert pick_support(code.flatten(), 3, K, exclude_last_op=True) == [1 * K + 4, 2 * K + 5]
+
+
+def test_pick_support_reference_never_selects_last_op_randomly():
+    g = torch.Generator().manual_seed(0)
+    for n_in in (2, 3, 4, 5):
+        for _ in range(10):
+            code = torch.randn(n_in * K, generator=g)
+            sel = pick_support(code, n_in, K, absolute=False, exclude_last_op=True)
+            assert len(sel) == 2 and len({f // K for f in sel}) == 2
+            assert all(f % K != K - 1 for f in sel)
+
+
+def test_reference_selection_supernet_never_uses_dil_conv_5x5():
+    net = make(False, reference_selection=True)
+    for seed in range(1):
+        _perturb_z(net, seed, scale=2.0)
+        net.on_epoch_end(0)
+        geno = net.genotype()
+        assert geno.count("dil_conv_5x5") == 0 and geno.count("dil_conv_5x5", "reduce") == 0
