@@ -51,12 +51,18 @@ class TrainAugment(nn.Module):
         self.crop_padding, self.flip, self.cutout_size = crop_padding, flip, cutout_size
         self.register_buffer("fill", torch.tensor(list(mean), dtype=torch.float32), persistent=False)
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """x: [B, C, H, W] in [0, 1] -> augmented batch of the same shape."""
+    def pre(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Crop and flip: before any searched policy (as DHA and Faster-AA order them)."""
         x = random_crop(x, self.crop_padding, generator)
-        if self.flip:
-            x = random_flip(x, generator)
+        return random_flip(x, generator) if self.flip else x
+
+    def post(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Cutout: after the policy."""
         return cutout(x, self.cutout_size, self.fill, generator)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """x: [B, C, H, W] in [0, 1] -> augmented batch of the same shape (pre, then post)."""
+        return self.post(self.pre(x, generator), generator)
 
     def describe(self) -> dict:
         """JSON description (the fixed part of policy.json)."""

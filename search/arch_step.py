@@ -18,6 +18,20 @@ def make_arch_optimizer(params: list[nn.Parameter], lr: float, weight_decay: flo
     return torch.optim.Adam(params, lr=lr, betas=(0.5, 0.999), weight_decay=weight_decay)
 
 
+def _params_of(optimizer: torch.optim.Optimizer | None) -> list[torch.Tensor]:
+    if optimizer is None:
+        return []
+    return [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
+
+
+def _step_with(params: list[torch.Tensor], grads, optimizer: torch.optim.Optimizer) -> None:
+    """Install `grads` (None = no gradient) on `params` and take one step of `optimizer`."""
+    for p, g in zip(params, grads):
+        p.grad = g
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 class ArchStep:
     """No architecture update (discrete networks, frozen supernets)."""
 
@@ -28,8 +42,10 @@ class ArchStep:
         self.optimizer = optimizer
 
     def before_weights(self, net: nn.Module, train: Batch, val: Batch, lr: float,
-                       weight_optimizer: torch.optim.Optimizer) -> None:
-        """Bilevel update before the weight step."""
+                       weight_optimizer: torch.optim.Optimizer,
+                       co_optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Bilevel update before the weight step; `co_optimizer`'s parameters (a differentiable
+        augmentation policy that produced the validation batch) learn from the same backward."""
 
     def after_backward(self) -> None:
         """Joint update after the training backward."""
@@ -61,15 +77,16 @@ class FirstOrderArchStep(ArchStep):
     bilevel = True
 
     def before_weights(self, net: nn.Module, train: Batch, val: Batch, lr: float,
-                       weight_optimizer: torch.optim.Optimizer) -> None:
-        """Gradient of the validation loss for the arch parameters only (no weight gradients)."""
+                       weight_optimizer: torch.optim.Optimizer,
+                       co_optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Gradient of the validation loss for the arch (and co-optimised) parameters only."""
         params = [p for p in net.arch_parameters() if p.requires_grad]
+        extra = _params_of(co_optimizer)
         loss = nn.functional.cross_entropy(net(val[0]), val[1])
-        grads = torch.autograd.grad(loss, params)
-        for p, g in zip(params, grads):
-            p.grad = g
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        grads = torch.autograd.grad(loss, params + extra, allow_unused=True)
+        _step_with(params, grads[: len(params)], self.optimizer)
+        if co_optimizer is not None:
+            _step_with(extra, grads[len(params):], co_optimizer)
 
 
 class SecondOrderArchStep(ArchStep):
@@ -88,8 +105,12 @@ class SecondOrderArchStep(ArchStep):
         self.momentum, self.weight_decay = momentum, weight_decay
 
     def before_weights(self, net: nn.Module, train: Batch, val: Batch, lr: float,
-                       weight_optimizer: torch.optim.Optimizer) -> None:
-        """Set the arch gradients by the unrolled formula and take one optimizer step."""
+                       weight_optimizer: torch.optim.Optimizer,
+                       co_optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Set the arch gradients by the unrolled formula and take one optimizer step.
+
+        Co-optimised parameters (a differentiable policy) get the first-order part dL_val(w')/dp.
+        """
         arch = {n: p for n, p in net.named_parameters() if any(p is a for a in net.arch_parameters())}
         weights = {n: p for n, p in net.named_parameters() if n not in arch and p.requires_grad}
         # Extra forwards must not move the BN running statistics of the real network.
@@ -109,12 +130,17 @@ class SecondOrderArchStep(ArchStep):
                 step = step + self.momentum * buf
             unrolled[name] = (w - lr * step).detach().requires_grad_(True)
         a_vals = list(arch.values())
+        extra = _params_of(co_optimizer)
         loss_val = loss_at(unrolled, arch, val)
-        grads = torch.autograd.grad(loss_val, a_vals + list(unrolled.values()))
-        d_arch, d_w = grads[: len(a_vals)], grads[len(a_vals):]
+        grads = torch.autograd.grad(loss_val, a_vals + list(unrolled.values()) + extra, allow_unused=True)
+        n_a, n_w = len(a_vals), len(unrolled)
+        d_arch, d_w = grads[:n_a], grads[n_a:n_a + n_w]
+        d_w = [torch.zeros_like(w) if g is None else g for g, w in zip(d_w, unrolled.values())]
+        if co_optimizer is not None:
+            _step_with(extra, grads[n_a + n_w:], co_optimizer)
         hvp = self.hessian_vector(loss_at, weights, arch, train, d_w)
         for a, da, h in zip(a_vals, d_arch, hvp):
-            a.grad = da - lr * h
+            a.grad = (torch.zeros_like(a) if da is None else da) - lr * h
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 

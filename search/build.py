@@ -18,7 +18,8 @@ from search.arch_step import (ArchStep, FirstOrderArchStep, JointArchStep, Secon
                               make_arch_optimizer)
 from search.modes import Mode, StageSpec
 from search.searcher import LoopConfig, Searcher
-from utils.config import ArchConfig, DatasetConfig, RunConfig, TrainConfig
+from search.weight_step import HyperUpdate, SgdUpdate
+from utils.config import ArchConfig, DaConfig, DatasetConfig, HpoConfig, RunConfig, TrainConfig
 from utils.errors import UserError
 from utils.logging import RunLogger, progress_enabled
 
@@ -30,13 +31,24 @@ class Sections:
     dataset: DatasetConfig
     train: TrainConfig
     arch: ArchConfig
+    hpo: HpoConfig
+    da: DaConfig
 
 
 def sections_for(cfg: RunConfig, spec: StageSpec) -> Sections:
     """First-stage sections or the tune_* ones."""
     if spec.sections == "tune":
-        return Sections(cfg.tune_dataset, cfg.tune, cfg.tune_architecture)
-    return Sections(cfg.dataset, cfg.train, cfg.train_architecture)
+        return Sections(cfg.tune_dataset, cfg.tune, cfg.tune_architecture, cfg.hpo_tune, cfg.da_tune)
+    return Sections(cfg.dataset, cfg.train, cfg.train_architecture, cfg.hpo, cfg.da)
+
+
+@dataclass
+class Components:
+    """What a stage trains besides the network; single-stage modes carry them into stage 2."""
+
+    policy: object | None = None  # AugmentPolicy
+    policy_optimizer: torch.optim.Optimizer | None = None
+    hyper: object | None = None  # HyperGradient
 
 
 def stem_for(arch: ArchConfig) -> str:
@@ -127,8 +139,80 @@ def stage_epochs(spec: StageSpec, train: TrainConfig) -> int:
     return train.retrain_epochs if spec.kind == "continue" else train.epochs
 
 
+def build_policy(spec: StageSpec, sec: Sections, data: DataSplits, device: torch.device):
+    """The stage's augmentation policy and its optimizer (None, None when there is none)."""
+    from augment.ops import DHA_OPS, FASTER_AA_OPS
+    da = sec.da
+    if spec.augment == "pair":
+        from augment.pair_policy import PairPolicy
+        policy = PairPolicy(DHA_OPS[sec.dataset.aug_choice], temperature=da.temperature, magnitude=da.magnitude,
+                            update_rule=da.update_rule, baseline_momentum=da.baseline_momentum).to(device)
+        opt = torch.optim.SGD(policy.policy_parameters(), lr=da.d_lr, momentum=da.d_momentum,
+                              nesterov=da.d_nesterov and da.d_momentum > 0, weight_decay=da.d_weight_decay)
+        return policy, opt
+    if spec.augment == "subpolicy":
+        from augment.subpolicy import SubPolicy
+        policy = SubPolicy(FASTER_AA_OPS, num_subpolicies=da.subpolicies, num_stages=da.subpolicy_stages,
+                           temperature=da.subpolicy_temperature).to(device)
+        # Faster-AA learns its policy with Adam; d_lr is its learning rate.
+        return policy, torch.optim.Adam(policy.policy_parameters(), lr=da.d_lr, betas=(0.5, 0.999))
+    return build_fixed_policy(da.fixed_policy, sec.dataset, device), None
+
+
+def build_fixed_policy(name: str, ds: DatasetConfig, device: torch.device):
+    """A non-searched policy: none, a RandAugment / TrivialAugment baseline, or a replayed policy.json."""
+    if name == "none":
+        return None
+    from augment.ops import DHA_OPS
+    if name == "randaugment":
+        from augment.baselines import RandAugmentPolicy
+        return RandAugmentPolicy(DHA_OPS[ds.aug_choice]).to(device)
+    if name == "trivialaugment":
+        from augment.baselines import TrivialAugmentPolicy
+        return TrivialAugmentPolicy(DHA_OPS[ds.aug_choice]).to(device)
+    import json
+    from pathlib import Path
+
+    from augment.replay import from_export
+    path = Path(name)
+    if not path.is_file():
+        raise UserError(f"da.fixed_policy: '{name}' is neither none, randaugment, trivialaugment nor a policy.json file")
+    try:
+        return from_export(json.loads(path.read_text())).to(device)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"da.fixed_policy: '{name}' is not a policy this tool exported ({exc})") from None
+
+
+def build_hyper(sec: Sections):
+    """Learned lr / wd for a stage with HPO."""
+    from hpo.hypergrad import HyperGradient
+    h = sec.hpo
+    return HyperGradient(lr_bounds=(h.learning_low, h.learning_up), wd_bounds=(h.weight_decay_low, h.weight_decay_up),
+                         h_lr=h.h_lr, h_momentum=h.h_momentum, h_nesterov=h.h_nesterov,
+                         h_weight_decay=h.h_weight_decay, every=h.every, signal=h.signal)
+
+
+def build_components(spec: StageSpec, sec: Sections, data: DataSplits, device: torch.device) -> Components:
+    """Fresh policy and hyper-parameters for a stage."""
+    policy, opt = build_policy(spec, sec, data, device)
+    return Components(policy, opt, build_hyper(sec) if spec.hpo else None)
+
+
+def enter_continue_stage(components: Components, sec: Sections) -> None:
+    """DHA's switch after a single-stage search: stronger magnitudes, the *_tune learning rates, restart."""
+    if components.policy is not None:
+        components.policy.set_magnitude(sec.da.magnitude_tune)
+    if components.policy_optimizer is not None:
+        for group in components.policy_optimizer.param_groups:
+            group["lr"] = sec.da.d_lr_tune
+    if components.hyper is not None:
+        components.hyper.set_h_lr(sec.hpo.h_lr_tune)
+        if sec.hpo.restart:
+            components.hyper.restart()
+
+
 def build_searcher(cfg: RunConfig, spec: StageSpec, stage_index: int, net: torch.nn.Module, data: DataSplits,
-                   loaders: dict, device: torch.device, logger: RunLogger) -> Searcher:
+                   loaders: dict, device: torch.device, logger: RunLogger, components: Components) -> Searcher:
     """Everything one stage's loop needs, from the stage's config sections."""
     sec = sections_for(cfg, spec)
     epochs = stage_epochs(spec, sec.train)
@@ -140,8 +224,13 @@ def build_searcher(cfg: RunConfig, spec: StageSpec, stage_index: int, net: torch
                       max_steps=sec.train.max_steps_per_epoch, log_every=cfg.log_every,
                       progress=progress_enabled(cfg.progress), searching=spec.kind == "search")
     train_augment = build_train_augment(sec.dataset, sec.arch, data).to(device)
-    return Searcher(net, optimizer, build_schedule(spec, sec.train, epochs), build_arch_step(spec, net, sec.arch, sec.train),
-                    train_augment, loaders["train"], loaders["val_stream"], loaders["val"], device, loop, logger)
+    if components.hyper is not None:
+        update, schedule = HyperUpdate(optimizer, components.hyper), components.hyper
+    else:
+        update, schedule = SgdUpdate(optimizer), build_schedule(spec, sec.train, epochs)
+    return Searcher(net, update, schedule, build_arch_step(spec, net, sec.arch, sec.train),
+                    train_augment, loaders["train"], loaders["val_stream"], loaders["val"], device, loop, logger,
+                    policy=components.policy, policy_optimizer=components.policy_optimizer)
 
 
 def describe_mode(mode: Mode, cfg: RunConfig) -> list[str]:
@@ -153,5 +242,7 @@ def describe_mode(mode: Mode, cfg: RunConfig) -> list[str]:
                 "continue": "continue training the same network with the architecture frozen",
                 "retrain": "train the found genotype from scratch"}[spec.kind]
         lines.append(f"stage {i + 1}: {what}; {stage_epochs(spec, sec.train)} epochs"
-                     + (f" at most" if spec.kind == "search" and spec.space == "ista_single" else ""))
+                     + (" at most" if spec.kind == "search" and spec.space == "ista_single" else "")
+                     + (f"; augmentation: {spec.augment}" if spec.augment != "none" else "")
+                     + ("; learned lr / weight decay" if spec.hpo else ""))
     return lines

@@ -9,8 +9,8 @@ import torch
 from models.genotypes import Genotype, genotype_from_dict
 from models.network import Network, count_params_m
 from models.summary import count_madds_m
-from search.build import (build_data, build_loaders, build_network, build_searcher, build_supernet,
-                          sections_for)
+from search.build import (Components, build_components, build_data, build_loaders, build_network,
+                          build_searcher, build_supernet, enter_continue_stage, sections_for)
 from search.evaluate import evaluate
 from search.export import export_model, write_json
 from search.modes import Mode
@@ -38,6 +38,23 @@ class DataCache:
         return self._data[key]
 
 
+def _log_policy(logger: RunLogger, searcher: Searcher, data, epoch: int, every: int) -> None:
+    """Policy scalars, its probability matrix, and every `every` epochs a grid of augmented samples."""
+    policy = searcher.policy
+    logger.scalars({"policy/entropy": float(policy.entropy()),
+                    **{f"policy/op/{k}": v for k, v in policy.op_probabilities().items()}}, epoch)
+    matrix = policy.matrix_image()
+    if matrix is not None:
+        logger.image("policy/matrix", matrix, epoch)
+    if every and epoch % every == 0:
+        from torchvision.utils import make_grid
+        n = min(16, len(data.train))
+        x = torch.stack([data.train[i][0] for i in range(n)]).to(searcher.device).float() / 255
+        with torch.no_grad():
+            augmented, _ = policy(searcher.train_augment.pre(x))
+        logger.image("policy/samples", make_grid(augmented.float().clamp(0, 1).cpu(), nrow=8), epoch)
+
+
 def _log_epoch(logger: RunLogger, searcher: Searcher, record: dict) -> None:
     stage = record["stage"]
     net = searcher.net
@@ -55,6 +72,10 @@ def _log_epoch(logger: RunLogger, searcher: Searcher, record: dict) -> None:
     logger.scalars({f"{stage}/train_loss": record["train_loss"], f"{stage}/train_top1": record["train_top1"],
                     f"{stage}/val_loss": record["val_loss"], f"{stage}/val_top1": record["val_top1"],
                     f"{stage}/lr": record["lr"], f"{stage}/wd": record["wd"]}, record["epoch"])
+    if "policy_entropy" in record:
+        extra += f" policy entropy {record['policy_entropy']:.3f}"
+    if searcher.weight_update.hyper is not None:
+        extra += f" wd {record['wd']:.2e}"
     logger.record(**record)
     logger.info(f"{stage} epoch {record['epoch'] + 1}/{searcher.loop.epochs}: train loss {record['train_loss']:.4f} "
                 f"top1 {record['train_top1']:.4f} | val loss {record['val_loss']:.4f} top1 {record['val_top1']:.4f} "
@@ -79,7 +100,7 @@ def run_mode(cfg: RunConfig, mode: Mode, device: torch.device, run_dir: Path, lo
     """All stages of `mode`, then export. `resume` is a checkpoint dict written by this function."""
     started = time.time()
     state = dict(resume) if resume else {"stage_index": 0, "epoch": 0, "results": [], "elapsed": 0.0,
-                                         "search_seconds": None, "net": None, "searcher": None}
+                                         "search_seconds": None, "carry": None, "searcher": None}
     elapsed_before = state["elapsed"]
 
     def elapsed() -> float:
@@ -92,26 +113,31 @@ def run_mode(cfg: RunConfig, mode: Mode, device: torch.device, run_dir: Path, lo
 
     seed_everything(cfg.seed)
     cache = DataCache(cfg)
-    net = None
+    net, components = None, Components()
     for index, spec in enumerate(mode.stages):
         if index < state["stage_index"]:
             continue
+        sec = sections_for(cfg, spec)
         data, loaders = cache.get(spec)
         genotype = genotype_from_dict(state["results"][-1]["genotype"]) if state["results"] else None
         # Building consumes the RNG: seed it per stage so a resumed run builds the same objects.
         torch.manual_seed(derive_seed(cfg.seed, index, 10**6))
-        if net is None or spec.kind != "continue":
+        if spec.kind != "continue" or net is None:
             net = _build_stage_net(cfg, mode, index, data, genotype).to(device)
-            if spec.kind == "continue" and state.get("net") is not None:  # resuming at its start
-                net.load_state_dict(state["net"])
+            # A continue stage carries the search stage's components; rebuilt here only on resume.
+            source = mode.stages[index - 1] if spec.kind == "continue" else spec
+            components = build_components(source, sections_for(cfg, source), data, device)
+        searcher = build_searcher(cfg, spec, index, net, data, loaders, device, logger, components)
         if spec.kind == "continue":
+            if state.get("carry") is not None:  # resuming at the start of the continue stage
+                searcher.load_carry_state(state["carry"])
             net.freeze_arch()
-        searcher = build_searcher(cfg, spec, index, net, data, loaders, device, logger)
+            enter_continue_stage(components, sec)
         start_epoch = 0
         if state.get("searcher") is not None:  # resuming inside this stage
             searcher.load_state_dict(state["searcher"])
             start_epoch = state["epoch"]
-        state["net"] = state["searcher"] = None
+        state["carry"] = state["searcher"] = None
         logger.info(f"stage {index + 1}/{len(mode.stages)} ({spec.kind}): "
                     f"{sum(p.numel() for p in net.weight_parameters()) / 1e6:.3f}M weights, "
                     f"{len(data.train)} train / {len(data.val)} val / {len(data.test)} test images")
@@ -126,11 +152,13 @@ def run_mode(cfg: RunConfig, mode: Mode, device: torch.device, run_dir: Path, lo
 
         def on_epoch_end(s: Searcher, epoch: int, done: bool) -> None:
             _log_epoch(logger, s, s.history[-1])
+            if s.policy is not None:
+                _log_policy(logger, s, data, epoch, sec.da.log_images_every)
             if done:
                 finish_stage(epoch + 1, s.history)
-                save(stage_index=index + 1, epoch=0, searcher=None, net=s.net.state_dict())
+                save(stage_index=index + 1, epoch=0, searcher=None, carry=s.carry_state())
             else:
-                save(stage_index=index, epoch=epoch + 1, searcher=s.state_dict(), net=None)
+                save(stage_index=index, epoch=epoch + 1, searcher=s.state_dict(), carry=None)
 
         if searcher.loop.epochs > start_epoch:
             searcher.run(start_epoch, on_epoch_end)
@@ -138,11 +166,12 @@ def run_mode(cfg: RunConfig, mode: Mode, device: torch.device, run_dir: Path, lo
             finish_stage(0, [])
 
     final = net.derive_model() if mode.stages[-1].kind == "continue" else net
-    return _finish(cfg, mode, final, cache.get(mode.stages[-1]), state, device, run_dir, logger, elapsed())
+    return _finish(cfg, mode, final, components, cache.get(mode.stages[-1]), state, device, run_dir, logger,
+                   elapsed())
 
 
-def _finish(cfg: RunConfig, mode: Mode, model: Network, data_loaders, state: dict, device: torch.device,
-            run_dir: Path, logger: RunLogger, elapsed: float) -> dict:
+def _finish(cfg: RunConfig, mode: Mode, model: Network, components: Components, data_loaders, state: dict,
+            device: torch.device, run_dir: Path, logger: RunLogger, elapsed: float) -> dict:
     """Evaluate the ready model once on val and test, then write every artifact."""
     data, loaders = data_loaders
     model = model.to(device).eval()
@@ -159,10 +188,15 @@ def _finish(cfg: RunConfig, mode: Mode, model: Network, data_loaders, state: dic
                "search_seconds": state["search_seconds"], "total_seconds": elapsed,
                "genotype": genotype.to_dict()}
     write_json(genotype.to_dict(), run_dir / "genotype.json")
-    write_json({"type": "fixed", "searched": False,
-                "train_augment": build_train_augment_description(cfg, mode, data)}, run_dir / "policy.json")
-    write_json({"learned": False, "trace": [{k: r[k] for k in ("stage", "epoch", "lr", "wd")} for r in history]},
-               run_dir / "hparams.json")
+    policy = components.policy.export() if components.policy is not None else {"type": "none"}
+    policy["searched"] = any(s.augment != "none" for s in mode.stages)
+    policy["train_augment"] = build_train_augment_description(cfg, mode, data)
+    write_json(policy, run_dir / "policy.json")
+    hparams = {"learned": components.hyper is not None,
+               "trace": [{k: r[k] for k in ("stage", "epoch", "lr", "wd")} for r in history]}
+    if components.hyper is not None:
+        hparams.update(final=components.hyper.values(), steps=[t for r in history for t in r.get("hyper_trace", [])])
+    write_json(hparams, run_dir / "hparams.json")
     export_model(model, run_dir, image_shape)
     metrics["total_seconds"] = elapsed
     write_json(metrics, run_dir / "metrics.json")

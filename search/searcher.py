@@ -8,8 +8,10 @@ from typing import Callable
 import torch
 from torch import nn
 
+from augment.policy import AugmentPolicy
 from search.arch_step import ArchStep
 from search.evaluate import evaluate, to_input
+from search.weight_step import SgdUpdate
 from utils.logging import RunLogger
 from utils.seeding import derive_seed
 
@@ -34,34 +36,59 @@ class LoopConfig:
 class Searcher:
     """Trains `net` for one stage: weights always, architecture through `arch_step`."""
 
-    def __init__(self, net: nn.Module, weight_optimizer: torch.optim.Optimizer, schedule, arch_step: ArchStep,
+    def __init__(self, net: nn.Module, weight_update: SgdUpdate, schedule, arch_step: ArchStep,
                  train_augment: nn.Module, train_loader, val_batches, val_loader, device: torch.device,
-                 loop: LoopConfig, logger: RunLogger):
-        self.net, self.weight_optimizer, self.schedule = net, weight_optimizer, schedule
+                 loop: LoopConfig, logger: RunLogger, policy: AugmentPolicy | None = None,
+                 policy_optimizer: torch.optim.Optimizer | None = None):
+        self.net, self.weight_update, self.schedule = net, weight_update, schedule
+        self.weight_optimizer = weight_update.optimizer
         self.arch_step, self.train_augment = arch_step, train_augment
+        self.policy, self.policy_optimizer = policy, policy_optimizer
         self.train_loader, self.val_batches, self.val_loader = train_loader, val_batches, val_loader
         self.device, self.loop, self.logger = device, loop, logger
         self.weights = [p for p in net.weight_parameters()]
         self.step = 0
         self.history: list[dict] = []  # one record per epoch: lr, wd, losses, accuracies
 
+    def _val_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        xv, yv = next(self.val_batches)
+        return to_input(xv, self.device), yv.to(self.device, non_blocking=True)
+
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One update; returns [loss_sum, correct, count] as a device tensor (no host sync).
 
-        Order: 1. batch to the device and augment there; 2. bilevel arch update on a validation
-        batch; 3. forward on the training batch (+ auxiliary loss); 4. one backward; 5. joint arch
-        update from that backward; 6. clip and step the weights.
+        Order: 1. batch to the device, crop/flip, the augmentation policy, Cutout; 2. bilevel
+        architecture update on a validation batch (a differentiable policy learns from the same
+        backward); 3. forward on the training batch, per-sample loss (+ auxiliary); 4. score-function
+        policy update from the detached per-sample loss; 5. one backward for the weights (and, joint,
+        the architecture); 6. clip, weight step (and the hypergradient step on lr / wd).
         """
-        x, y = self.train_augment(to_input(x, self.device)), y.to(self.device, non_blocking=True)
+        x, y = self.train_augment.pre(to_input(x, self.device)), y.to(self.device, non_blocking=True)
+        policy, info = self.policy, {}
+        if policy is not None:
+            if policy.differentiable:
+                with torch.no_grad():  # its gradient comes from the validation pass
+                    x, info = policy(x)
+            else:
+                x, info = policy(x)
+        x = self.train_augment.post(x)
         lr = self.weight_optimizer.param_groups[0]["lr"]
         if self.arch_step.bilevel:
-            xv, yv = next(self.val_batches)
-            val = (to_input(xv, self.device), yv.to(self.device, non_blocking=True))
-            self.arch_step.before_weights(self.net, (x, y), val, lr, self.weight_optimizer)
+            xv, yv = self._val_batch()
+            co_optimizer = None
+            if policy is not None and policy.differentiable and self.policy_optimizer is not None:
+                xv, _ = policy(xv)
+                co_optimizer = self.policy_optimizer
+            self.arch_step.before_weights(self.net, (x, y), (xv, yv), lr, self.weight_optimizer, co_optimizer)
         logits, aux = self.net.forward_with_aux(x)
-        loss = nn.functional.cross_entropy(logits, y)
+        per_sample = nn.functional.cross_entropy(logits, y, reduction="none")
         if aux is not None and self.loop.aux_weight > 0:
-            loss = loss + self.loop.aux_weight * nn.functional.cross_entropy(aux, y)
+            per_sample = per_sample + self.loop.aux_weight * nn.functional.cross_entropy(aux, y, reduction="none")
+        loss = per_sample.mean()
+        if policy is not None and not policy.differentiable and self.policy_optimizer is not None:
+            self.policy_optimizer.zero_grad(set_to_none=True)
+            policy.policy_loss(per_sample.detach(), info).backward()
+            self.policy_optimizer.step()
         self.weight_optimizer.zero_grad(set_to_none=True)
         if self.arch_step.optimizer is not None:
             self.arch_step.optimizer.zero_grad(set_to_none=True)
@@ -70,7 +97,7 @@ class Searcher:
             self.arch_step.after_backward()
         if self.loop.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.weights, self.loop.grad_clip)
-        self.weight_optimizer.step()
+        self.weight_update.step(self.net, self.weights, self.step, self._val_batch)
         with torch.no_grad():
             n = torch.tensor(float(y.numel()), device=self.device)
             return torch.stack([loss.detach() * n, (logits.argmax(1) == y).sum().float(), n])
@@ -86,6 +113,8 @@ class Searcher:
         values = self.schedule.values(epoch)
         for group in self.weight_optimizer.param_groups:
             group["lr"], group["weight_decay"] = values["lr"], values["wd"]
+        if self.policy is not None:
+            self.policy.train()
         self.net.drop_path_prob = self.loop.drop_path_max * epoch / max(1, self.loop.epochs)
         if self.loop.searching:
             self.net.on_epoch_start(epoch)
@@ -105,6 +134,8 @@ class Searcher:
             batches = tqdm(batches, total=steps, desc=f"{self.loop.stage} {epoch + 1}/{self.loop.epochs}",
                            leave=False, dynamic_ncols=True)
         totals = torch.zeros(3, device=self.device)
+        hyper = self.weight_update.hyper
+        hyper_trace = []
         started = time.time()
         for i, (x, y) in enumerate(batches):
             if i >= steps:
@@ -114,12 +145,21 @@ class Searcher:
             self.step += 1
             if self.step % self.loop.log_every == 0:
                 loss, correct, n = stats.tolist()  # the only host sync of the step, every log_every steps
-                self.logger.scalars({f"{self.loop.stage}/train_loss_step": loss / n}, self.step)
+                scalars = {f"{self.loop.stage}/train_loss_step": loss / n}
+                if hyper is not None:
+                    values = hyper.values()
+                    hyper_trace.append({"step": self.step, **values})
+                    scalars.update({f"hparams/{k}": v for k, v in values.items()})
+                self.logger.scalars(scalars, self.step)
         if self.loop.progress:
             batches.close()
         arch_info = self.net.on_epoch_end(epoch) if self.loop.searching else {}
         val = evaluate(self.net, self.val_loader, self.device, self.loop.max_steps)
         loss_sum, correct, count = totals.tolist()
+        if self.policy is not None:
+            arch_info = {**arch_info, "policy_entropy": float(self.policy.entropy())}
+        if hyper is not None:
+            arch_info = {**arch_info, "hyper_trace": hyper_trace}
         record = {"stage": self.loop.stage, "epoch": epoch, **self.schedule.values(epoch),
                   "train_loss": loss_sum / count, "train_top1": correct / count,
                   "val_loss": val["loss"], "val_top1": val["top1"], "seconds": time.time() - started, **arch_info}
@@ -141,14 +181,45 @@ class Searcher:
     def state_dict(self) -> dict:
         """Everything needed to continue this stage exactly (network included)."""
         return {"net": self.net.state_dict(), "weight_optimizer": self.weight_optimizer.state_dict(),
-                "arch_step": self.arch_step.state_dict(), "schedule": self.schedule.state_dict(),
-                "step": self.step, "history": self.history}
+                "arch_step": self.arch_step.state_dict(), "schedule": schedule_state(self.schedule),
+                "step": self.step, "history": self.history, **self.carry_state()}
+
+    def carry_state(self) -> dict:
+        """What outlives a stage when the same network continues: the policy and the learned lr / wd."""
+        learned = getattr(self.schedule, "learned", False)
+        return {"net": self.net.state_dict(),
+                "policy": self.policy.state_dict() if self.policy is not None else None,
+                "policy_optimizer": self.policy_optimizer.state_dict() if self.policy_optimizer else None,
+                "hyper": schedule_state(self.schedule) if learned else None}
+
+    def load_carry_state(self, state: dict) -> None:
+        """Inverse of `carry_state`."""
+        self.net.load_state_dict(state["net"])
+        if self.policy is not None and state.get("policy") is not None:
+            self.policy.load_state_dict(state["policy"])
+        if self.policy_optimizer is not None and state.get("policy_optimizer") is not None:
+            self.policy_optimizer.load_state_dict(state["policy_optimizer"])
+        if getattr(self.schedule, "learned", False) and state.get("hyper") is not None:
+            load_schedule_state(self.schedule, state["hyper"])
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what `state_dict` gathered."""
-        self.net.load_state_dict(state["net"])
+        self.load_carry_state(state)
         self.weight_optimizer.load_state_dict(state["weight_optimizer"])
         self.arch_step.load_state_dict(state["arch_step"])
-        self.schedule.load_state_dict(state["schedule"])
+        load_schedule_state(self.schedule, state["schedule"])
         self.step = state["step"]
         self.history = list(state["history"])
+
+
+def schedule_state(schedule) -> dict:
+    """State of a fixed schedule or of a HyperGradient (which also has an optimizer)."""
+    return schedule.state_dict_full() if hasattr(schedule, "state_dict_full") else schedule.state_dict()
+
+
+def load_schedule_state(schedule, state: dict) -> None:
+    """Inverse of `schedule_state`."""
+    if hasattr(schedule, "load_state_dict_full"):
+        schedule.load_state_dict_full(state)
+    else:
+        schedule.load_state_dict(state)

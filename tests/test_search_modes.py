@@ -45,7 +45,7 @@ def test_single_stage_search_changes_architecture_and_stops_when_frozen(write_co
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["search_epochs"] == 2
     ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=False)
-    z = [v for k, v in ckpt["net"].items() if k.startswith("z_normal.")]
+    z = [v for k, v in ckpt["carry"]["net"].items() if k.startswith("z_normal.")]
     assert z and all(t.abs().sum() > 0 for t in z)
 
 

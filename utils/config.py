@@ -112,6 +112,13 @@ class DaConfig:
     temperature: float = 2.0  # Gumbel-softmax temperature of the per-step sampling matrix
     magnitude: float = 1.0  # magnitudes are drawn from U(0, magnitude) during the search
     magnitude_tune: float = 10.0  # ... and from U(0, magnitude_tune) afterwards
+    update_rule: str = "reference"  # pair policy: reference (DHA's -loss * P) | reinforce (log P, baseline)
+    baseline_momentum: float = 0.9  # reinforce: moving-average baseline of the loss
+    subpolicies: int = 10  # darts_da (Faster-AA style): number of sub-policies L
+    subpolicy_stages: int = 2  # ... operations per sub-policy K
+    subpolicy_temperature: float = 0.05  # ... softmax temperature of the op choice
+    fixed_policy: str = "none"  # modes without policy search: none | randaugment | trivialaugment | path/to/policy.json
+    log_images_every: int = 5  # epochs between grids of augmented samples in TensorBoard; 0 = never
 
 
 @dataclass
@@ -337,6 +344,12 @@ def validate(cfg: RunConfig) -> None:
         _check(g.temperature > 0, f"config key '{sec}.temperature' must be positive, got {g.temperature}")
         _check(g.magnitude >= 0 and g.magnitude_tune >= 0, f"config key '{sec}.magnitude' must be >= 0")
         _check(g.d_lr >= 0, f"config key '{sec}.d_lr' must be >= 0, got {g.d_lr}")
+        _check(g.update_rule in ("reference", "reinforce"),
+               f"config key '{sec}.update_rule' must be reference or reinforce, got '{g.update_rule}'")
+        _check(0 <= g.baseline_momentum < 1, f"config key '{sec}.baseline_momentum' must be in [0, 1)")
+        _check(g.subpolicies >= 1 and g.subpolicy_stages >= 1, f"config keys '{sec}.subpolicies' and 'subpolicy_stages' must be >= 1")
+        _check(g.subpolicy_temperature > 0, f"config key '{sec}.subpolicy_temperature' must be positive")
+        _check(g.log_images_every >= 0, f"config key '{sec}.log_images_every' must be >= 0")
 
 
 def config_to_dict(cfg: RunConfig) -> dict:

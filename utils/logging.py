@@ -50,6 +50,11 @@ class RunLogger:
             for tag, value in values.items():
                 self.writer.add_scalar(tag, value, step)
 
+    def image(self, tag: str, image, step: int) -> None:
+        """TensorBoard image [C, H, W] in [0, 1] (policy matrices, augmented samples)."""
+        if self.writer:
+            self.writer.add_image(tag, image, step)
+
     def text(self, tag: str, text: str, step: int) -> None:
         """TensorBoard text (genotypes)."""
         if self.writer:
