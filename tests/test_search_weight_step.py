@@ -1,0 +1,88 @@
+"""The hypergradient of lr and wd equals the finite-difference derivative of the val loss after one step."""
+import pytest
+import torch
+from torch import nn
+
+from hpo.hypergrad import HyperGradient
+from search.weight_step import HyperUpdate, SgdUpdate
+
+LR, WD = 0.1, 0.01
+
+
+def _data():
+    g = torch.Generator().manual_seed(0)
+    xt, xv = torch.randn(16, 5, generator=g, dtype=torch.float64), torch.randn(16, 5, generator=g, dtype=torch.float64)
+    return (xt, torch.randint(0, 3, (16,), generator=g)), (xv, torch.randint(0, 3, (16,), generator=g))
+
+
+def _setup(momentum: float, warm: int):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3)).double()
+    opt = torch.optim.SGD(net.parameters(), lr=LR, momentum=momentum, weight_decay=WD)
+    (xt, yt), _ = _data()
+    for _ in range(warm):  # earlier steps give the momentum buffer a history
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(xt), yt).backward()
+        opt.step()
+    return net, opt
+
+
+def _val_loss_after_step(lr: float, wd: float, momentum: float, warm: int) -> float:
+    net, opt = _setup(momentum, warm)
+    (xt, yt), (xv, yv) = _data()
+    for group in opt.param_groups:
+        group["lr"], group["weight_decay"] = lr, wd
+    opt.zero_grad()
+    nn.functional.cross_entropy(net(xt), yt).backward()
+    opt.step()
+    return nn.functional.cross_entropy(net(xv), yv).item()
+
+
+@pytest.mark.parametrize("momentum,warm", [(0.0, 0), (0.9, 0), (0.9, 3)])
+def test_hypergradients_match_finite_differences(momentum, warm):
+    eps = 1e-6
+    fd_lr = (_val_loss_after_step(LR + eps, WD, momentum, warm) - _val_loss_after_step(LR - eps, WD, momentum, warm)) / (2 * eps)
+    fd_wd = (_val_loss_after_step(LR, WD + eps, momentum, warm) - _val_loss_after_step(LR, WD - eps, momentum, warm)) / (2 * eps)
+    net, opt = _setup(momentum, warm)
+    (xt, yt), val = _data()
+    hyper = HyperGradient(lr_bounds=(LR, LR), wd_bounds=(WD, WD), h_lr=0.0)
+    opt.zero_grad()
+    nn.functional.cross_entropy(net(xt), yt).backward()
+    HyperUpdate(opt, hyper).step(net, list(net.parameters()), 0, lambda: val)
+    d_lr, d_wd = float(hyper.last["d_lr"]), float(hyper.last["d_wd"])
+    assert abs(d_lr - fd_lr) <= 1e-4 * abs(fd_lr)
+    assert abs(d_wd - fd_wd) <= 1e-4 * abs(fd_wd)
+
+
+def test_hyper_step_takes_the_same_weight_step_as_plain_sgd():
+    (xt, yt), val = _data()
+    net_a, opt_a = _setup(0.9, 1)
+    net_b, opt_b = _setup(0.9, 1)
+    hyper = HyperGradient(lr_bounds=(LR, LR), wd_bounds=(WD, WD), h_lr=0.0)
+    for net, opt, update in ((net_a, opt_a, SgdUpdate(opt_a)), (net_b, opt_b, HyperUpdate(opt_b, hyper))):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(xt), yt).backward()
+        update.step(net, list(net.parameters()), 0, lambda: val)
+    for a, b in zip(net_a.parameters(), net_b.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_every_n_steps_and_train_signal():
+    (xt, yt), val = _data()
+    net, opt = _setup(0.9, 0)
+    hyper = HyperGradient(lr_bounds=(0.01, 0.2), wd_bounds=(1e-4, 1e-2), h_lr=1e-2, every=2)
+    calls = []
+    update = HyperUpdate(opt, hyper)
+    for step in range(4):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(xt), yt).backward()
+        update.step(net, list(net.parameters()), step, lambda: calls.append(1) or val)
+    assert len(calls) == 2  # steps 0 and 2
+    train_signal = HyperGradient(lr_bounds=(0.01, 0.2), wd_bounds=(1e-4, 1e-2), h_lr=1e-2, signal="train")
+    update = HyperUpdate(opt, train_signal)
+    before = train_signal.values()
+    for step in range(3):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(xt), yt).backward()
+        update.step(net, list(net.parameters()), step, lambda: pytest.fail("the train signal needs no val batch"))
+    assert train_signal.values() != before
