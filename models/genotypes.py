@@ -59,6 +59,9 @@ def genotype_from_dict(d: dict) -> Genotype:
                 raise ValueError(f"unknown operation {op!r} in genotype")
             if not 0 <= i < 2 + k // 2:
                 raise ValueError(f"input {i} of node {k // 2} does not exist")
+    for concat in (normal_concat, reduce_concat):
+        if not concat or any(not 0 <= i < 2 + steps for i in concat):
+            raise ValueError(f"concat {concat} names states that do not exist (0..{1 + steps})")
     return Genotype(normal, normal_concat, reduce, reduce_concat)
 
 

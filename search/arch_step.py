@@ -121,7 +121,8 @@ class SecondOrderArchStep(ArchStep):
             return nn.functional.cross_entropy(logits, batch[1])
 
         w_vals = list(weights.values())
-        g_train = torch.autograd.grad(loss_at(weights, arch, train), w_vals)
+        g_train = torch.autograd.grad(loss_at(weights, arch, train), w_vals, allow_unused=True)
+        g_train = [torch.zeros_like(w) if g is None else g for g, w in zip(g_train, w_vals)]
         unrolled = {}
         for (name, w), g in zip(weights.items(), g_train):
             buf = weight_optimizer.state.get(w, {}).get("momentum_buffer")
@@ -152,6 +153,8 @@ class SecondOrderArchStep(ArchStep):
         plus = {n: (w + eps * v).detach() for (n, w), v in zip(weights.items(), vector)}
         minus = {n: (w - eps * v).detach() for (n, w), v in zip(weights.items(), vector)}
         a_vals = list(arch.values())
-        g_plus = torch.autograd.grad(loss_at(plus, arch, batch), a_vals)
-        g_minus = torch.autograd.grad(loss_at(minus, arch, batch), a_vals)
-        return [(gp - gm) / (2 * eps) for gp, gm in zip(g_plus, g_minus)]
+        # allow_unused: a network with only reduction cells never uses alpha_normal.
+        g_plus = torch.autograd.grad(loss_at(plus, arch, batch), a_vals, allow_unused=True)
+        g_minus = torch.autograd.grad(loss_at(minus, arch, batch), a_vals, allow_unused=True)
+        return [torch.zeros_like(a) if gp is None else (gp - gm) / (2 * eps)
+                for a, gp, gm in zip(a_vals, g_plus, g_minus)]

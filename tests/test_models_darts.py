@@ -107,7 +107,7 @@ def test_forward_and_gradients_reach_alphas(net):
 
 def test_auxiliary_head():
     torch.manual_seed(0)
-    n = DartsSupernet(init_channels=4, num_classes=3, layers=3, auxiliary=True).train()
+    n = DartsSupernet(init_channels=4, num_classes=3, layers=3, steps=2, auxiliary=True).train()
     logits, aux = n.forward_with_aux(torch.rand(2, 3, 8, 8))
     assert aux is not None and aux.shape == logits.shape == (2, 3)
     n.eval()

@@ -13,7 +13,6 @@ K = len(PRIMITIVES_ISTA)
 STEPS = 4
 N_EDGES = sum(i + 2 for i in range(STEPS))
 
-
 X = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(123))
 Y = torch.tensor([0, 2])
 
@@ -96,8 +95,6 @@ def _codes(net):
     return {(t, i): getattr(net, f"code_{t}_{i}").clone() for t in TYPES for i in range(STEPS)}
 
 
-
-
 # --- support and mixing weights ---------------------------------------------------------------
 
 def test_two_active_ops_per_node_on_two_edges(perturbed):
@@ -114,6 +111,25 @@ def test_two_active_ops_per_node_on_two_edges(perturbed):
             pairs = [(e, k) for e in node_edges(i) for k in active[e]]
             assert len(pairs) == 2
             assert pairs[0][0] != pairs[1][0]
+
+
+def test_mixing_weights_are_one_ista_step_on_the_support(perturbed):
+    """w_S = x_S + [A^T (z - A x_S)]_S and zero elsewhere, per node (the module docstring)."""
+    net = perturbed
+    for t, w in zip(TYPES, net.mixing_weights()):
+        for i in range(STEPS):
+            A = getattr(net, f"A_{t}_{i}").double()
+            code = getattr(net, f"code_{t}_{i}").double()
+            z = (net.z_normal if t == "normal" else net.z_reduce)[i].detach().double()
+            support = getattr(net, f"support_{t}")[i].tolist()
+            x_s = torch.zeros_like(code)
+            x_s[support] = code[support]
+            step = x_s + A.t() @ (z - A @ x_s)
+            expected = torch.zeros_like(code)
+            expected[support] = step[support]
+            got = w.detach()[list(node_edges(i))].flatten().double()
+            assert torch.allclose(got, expected, atol=1e-5)
+            assert torch.count_nonzero(got) == 2
 
 
 def test_genotype_matches_the_support(perturbed):
@@ -186,6 +202,8 @@ def test_state_dict_round_trip(perturbed):
     a = perturbed
     b = make(a.single_stage, seed=7, auxiliary=a.single_stage)
     assert not torch.equal(b.A_normal_0, a.A_normal_0)
+    stale = copy.deepcopy(b.active_ops())   # b was used before the load (host-side support cached)
+    assert stale != a.active_ops()
     b.load_state_dict(a.state_dict())
     assert b.genotype() == a.genotype()
     assert b.active_ops() == a.active_ops()

@@ -92,6 +92,14 @@ def test_fit_intercept_is_invariant_to_a_constant_shift():
     assert not torch.allclose(y0, y1, atol=1e-3)
 
 
+def test_fit_intercept_recovers_the_code_under_an_offset():
+    A, z, x_true = _problem(seed=10, m=30, n=40, support=(3, 22), values=(1.0, -1.5))
+    x = lasso(A, z + 2.0, alpha=1e-5, fit_intercept=True)
+    assert torch.allclose(x, x_true, atol=1e-2)
+    # the intercept is the mean residual
+    assert float((z + 2.0 - A @ x).mean()) == pytest.approx(2.0, abs=1e-2)
+
+
 def test_float32_inputs_are_solved_in_float64():
     A, z, _ = _problem(seed=8)
     x = lasso(A.float(), z.float(), alpha=1e-4)

@@ -1,0 +1,75 @@
+"""Network skeleton parts: the cell plan, stems, the search cell's contract, Normalize."""
+import pytest
+import torch
+
+from models.cells import Normalize, SearchCell, Stem, aux_channels, cell_plan
+from models.genotypes import PRIMITIVES_ISTA
+
+
+def test_cell_plan_reductions_and_channels():
+    plan = cell_plan("cifar", 16, 8, 48)
+    reductions = [i for i, p in enumerate(plan) if p[3]]
+    assert reductions == [2, 5]
+    assert [p[2] for p in plan] == [16, 16, 32, 32, 32, 64, 64, 64]
+    # reduction_prev follows the previous cell; inputs chain through multiplier * C
+    assert [p[4] for p in plan] == [False, False, False, True, False, False, True, False]
+    assert plan[0][:2] == (48, 48) and plan[1][:2] == (48, 64) and plan[2][:2] == (64, 64)
+    assert aux_channels(plan, 8) == 4 * 64
+
+
+def test_imagenet_plan_starts_after_a_reduction():
+    plan = cell_plan("imagenet", 8, 3, 8)
+    assert plan[0][4] is True
+
+
+def test_stems():
+    x = torch.rand(2, 3, 32, 32)
+    s0, s1 = Stem("cifar", 3, 4)(x)
+    assert s0 is s1 and s0.shape == (2, 12, 32, 32)
+    s0, s1 = Stem("imagenet", 3, 8)(x)
+    assert s0.shape == (2, 8, 8, 8) and s1.shape == (2, 8, 4, 4)
+    with pytest.raises(ValueError):
+        Stem("mnist", 3, 4)
+
+
+def test_normalize():
+    n = Normalize((0.5, 0.25), (0.5, 0.25))
+    x = torch.tensor([0.5, 0.75]).view(1, 2, 1, 1)
+    assert torch.allclose(n(x).flatten(), torch.tensor([0.0, 2.0]))
+    assert "mean" in n.state_dict()
+
+
+def _cell():
+    torch.manual_seed(0)
+    return SearchCell(2, 2, 4, 4, 4, False, False, PRIMITIVES_ISTA, True, False)
+
+
+def test_search_cell_weights_and_active_ops():
+    cell = _cell().eval()
+    x = torch.rand(2, 4, 6, 6)
+    n_edges, k = 5, len(PRIMITIVES_ISTA)
+    skip = PRIMITIVES_ISTA.index("skip_connect")
+    w = torch.zeros(n_edges, k)
+    active = [[] for _ in range(n_edges)]
+    for e in range(n_edges):
+        w[e, skip] = 1.0
+        active[e] = [skip]
+    out = cell(x, x, w, active)
+    assert out.shape == (2, 8, 6, 6)
+    s = cell.preprocess1(x)
+    # node 0 = s0' + s1' (both preprocessed from x), node 1 = s0' + s1' + node0
+    p0 = cell.preprocess0(x)
+    assert torch.allclose(out[:, :4], p0 + s, atol=1e-6)
+    assert torch.allclose(out[:, 4:], 2 * (p0 + s), atol=1e-6)
+    # a weight listed in w but not in `active` is not used
+    w2 = w.clone()
+    w2[0, 0] = 5.0
+    assert torch.equal(cell(x, x, w2, active), out)
+
+
+def test_search_cell_node_without_active_op_raises():
+    cell = _cell()
+    x = torch.rand(1, 4, 4, 4)
+    active = [[0], [], [], [], []]   # node 1 (edges 2..4) has nothing to compute
+    with pytest.raises(RuntimeError):
+        cell(x, x, torch.ones(5, len(PRIMITIVES_ISTA)), active)

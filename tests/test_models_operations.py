@@ -1,0 +1,59 @@
+"""The candidate operations: shapes, the zero op, FactorizedReduce, drop path."""
+import pytest
+import torch
+
+from models.genotypes import PRIMITIVES_DARTS
+from models.operations import OPS, FactorizedReduce, Identity, Zero, drop_path, make_op
+
+
+def test_ops_table_matches_primitives():
+    assert set(OPS) == set(PRIMITIVES_DARTS)
+
+
+@pytest.mark.parametrize("name", PRIMITIVES_DARTS)
+@pytest.mark.parametrize("size", [8, 7])
+def test_every_op_keeps_shape_at_stride_1_and_halves_at_stride_2(name, size):
+    torch.manual_seed(0)
+    x = torch.rand(2, 4, size, size)
+    assert make_op(name, 4, 1).eval()(x).shape == (2, 4, size, size)
+    half = (size + 1) // 2
+    assert make_op(name, 4, 2).eval()(x).shape == (2, 4, half, half)
+
+
+def test_zero_and_identity():
+    x = torch.rand(2, 4, 6, 6)
+    assert isinstance(make_op("skip_connect", 4, 1), Identity)
+    assert isinstance(make_op("skip_connect", 4, 2), FactorizedReduce)
+    assert torch.equal(make_op("skip_connect", 4, 1)(x), x)
+    for stride in (1, 2):
+        out = Zero(stride)(x)
+        assert out.shape == (2, 4, 6 // stride, 6 // stride) and not out.any()
+
+
+def test_non_affine_ops_have_no_bn_parameters():
+    op = make_op("sep_conv_3x3", 4, 1, affine=False)
+    bns = [m for m in op.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and all(m.weight is None for m in bns)
+
+
+def test_make_op_unknown_name():
+    with pytest.raises(KeyError):
+        make_op("conv_9x9", 4, 1)
+
+
+def test_factorized_reduce_needs_even_channels():
+    with pytest.raises(ValueError):
+        FactorizedReduce(4, 5)
+    assert FactorizedReduce(3, 6)(torch.rand(1, 3, 5, 5)).shape == (1, 6, 3, 3)
+
+
+def test_drop_path():
+    x = torch.rand(64, 2, 3, 3) + 0.5
+    assert drop_path(x, 0.0) is x
+    torch.manual_seed(0)
+    out = drop_path(x, 0.25)
+    kept = out.flatten(1).ne(0).all(dim=1)
+    dropped = out.flatten(1).eq(0).all(dim=1)
+    assert bool((kept | dropped).all())              # whole samples, never parts
+    assert 0 < int(dropped.sum()) < 64
+    assert torch.allclose(out[kept], x[kept] / 0.75)  # survivors rescaled
