@@ -18,7 +18,7 @@ def soft_threshold(x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
 
 
 def lasso(A: torch.Tensor, z: torch.Tensor, alpha: float = 1e-5, *, fit_intercept: bool = False,
-          max_iter: int = 5000, tol: float = 1e-7) -> torch.Tensor:
+          max_iter: int = 5000, tol: float = 1e-10) -> torch.Tensor:
     """Solve a batch of LASSO problems with FISTA in float64.
 
     A: [B, m, n] (or [m, n]); z: [B, m] (or [m]) -> x: [B, n] (or [n]). Zero columns of A stay zero
