@@ -192,9 +192,14 @@ def build_hyper(sec: Sections):
                          h_weight_decay=h.h_weight_decay, every=h.every, signal=h.signal)
 
 
-def build_components(spec: StageSpec, sec: Sections, data: DataSplits, device: torch.device) -> Components:
-    """Fresh policy and hyper-parameters for a stage."""
-    policy, opt = build_policy(spec, sec, data, device)
+def build_components(spec: StageSpec, sec: Sections, data: DataSplits, device: torch.device,
+                     replay: dict | None = None) -> Components:
+    """Fresh policy and hyper-parameters for a stage ("replay": an exported policy, fixed)."""
+    if spec.augment == "replay":
+        from augment.replay import from_export
+        policy, opt = from_export(replay or {"type": "none"}).to(device), None
+    else:
+        policy, opt = build_policy(spec, sec, data, device)
     return Components(policy, opt, build_hyper(sec) if spec.hpo else None)
 
 

@@ -19,7 +19,7 @@ class StageSpec:
     kind: str
     space: str | None = None  # darts | ista | ista_single (search stages)
     arch_update: str = "none"
-    augment: str = "none"  # none | pair | subpolicy (issue 3)
+    augment: str = "none"  # none | pair | subpolicy | replay (the previous stage's policy, fixed)
     hpo: bool = False  # learned lr / weight decay (issue 4)
     sections: str = "train"  # "train": dataset/train/train_architecture; "tune": the tune_* sections
 
@@ -53,15 +53,17 @@ MODES: dict[str, Mode] = {m.name: m for m in (
     Mode("darts", (StageSpec("search", "darts", "bilevel"), StageSpec("retrain", sections="tune")),
          True, "DARTS supernet, bilevel; the genotype is retrained from scratch with the tune_* sections"),
     _two_stage("ista_nor", "none", False, True),
-    _two_stage("ista_hpo", "none", True, False),
-    _two_stage("ista_da", "pair", False, False),
-    _two_stage("ista_doal", "pair", True, False),
+    _two_stage("ista_hpo", "none", True, True),
+    _two_stage("ista_da", "pair", False, True),
+    _two_stage("ista_doal", "pair", True, True),
     _single("ista_single_nor", "none", False, True),
-    _single("ista_single_hpo", "none", True, False),
-    _single("ista_single_da", "pair", False, False),
-    _single("ista_single_doal", "pair", True, False),
-    Mode("darts_da", (StageSpec("search", "darts", "bilevel", "subpolicy"), StageSpec("retrain", sections="tune")),
-         False, "DARTS + differentiable sub-policy augmentation"),
+    _single("ista_single_hpo", "none", True, True),
+    _single("ista_single_da", "pair", False, True),
+    _single("ista_single_doal", "pair", True, True),
+    Mode("darts_da", (StageSpec("search", "darts", "bilevel", "subpolicy"),
+                      StageSpec("retrain", augment="replay", sections="tune")),
+         True, "DARTS + differentiable sub-policy augmentation (one validation backward); the genotype is "
+               "retrained from scratch with the found policy replayed"),
     Mode("daas", (StageSpec("search", "gdas", "bilevel", "reinforce"), StageSpec("retrain", sections="tune")),
          False, "GDAS single-path supernet + policy-gradient augmentation"),
 )}

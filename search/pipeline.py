@@ -126,7 +126,8 @@ def run_mode(cfg: RunConfig, mode: Mode, device: torch.device, run_dir: Path, lo
             net = _build_stage_net(cfg, mode, index, data, genotype).to(device)
             # A continue stage carries the search stage's components; rebuilt here only on resume.
             source = mode.stages[index - 1] if spec.kind == "continue" else spec
-            components = build_components(source, sections_for(cfg, source), data, device)
+            components = build_components(source, sections_for(cfg, source), data, device,
+                                          replay=state.get("policy_export"))
         searcher = build_searcher(cfg, spec, index, net, data, loaders, device, logger, components)
         if spec.kind == "continue":
             if state.get("carry") is not None:  # resuming at the start of the continue stage
@@ -144,6 +145,8 @@ def run_mode(cfg: RunConfig, mode: Mode, device: torch.device, run_dir: Path, lo
 
         def finish_stage(epochs: int, history: list) -> None:
             result = {"stage": spec.kind, "epochs": epochs, "history": history}
+            if components.policy is not None and spec.augment not in ("none", "replay"):
+                state["policy_export"] = components.policy.export()  # what a later stage replays
             if spec.kind == "search":
                 result["genotype"] = net.genotype().to_dict()
                 state["search_seconds"] = elapsed()
@@ -156,9 +159,11 @@ def run_mode(cfg: RunConfig, mode: Mode, device: torch.device, run_dir: Path, lo
                 _log_policy(logger, s, data, epoch, sec.da.log_images_every)
             if done:
                 finish_stage(epoch + 1, s.history)
-                save(stage_index=index + 1, epoch=0, searcher=None, carry=s.carry_state())
+                save(stage_index=index + 1, epoch=0, searcher=None, carry=s.carry_state(),
+                     policy_export=state.get("policy_export"))
             else:
-                save(stage_index=index, epoch=epoch + 1, searcher=s.state_dict(), carry=None)
+                save(stage_index=index, epoch=epoch + 1, searcher=s.state_dict(), carry=None,
+                     policy_export=state.get("policy_export"))
 
         if searcher.loop.epochs > start_epoch:
             searcher.run(start_epoch, on_epoch_end)

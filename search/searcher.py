@@ -148,8 +148,8 @@ class Searcher:
                 scalars = {f"{self.loop.stage}/train_loss_step": loss / n}
                 if hyper is not None:
                     values = hyper.values()
-                    hyper_trace.append({"step": self.step, **values})
-                    scalars.update({f"hparams/{k}": v for k, v in values.items()})
+                    hyper_trace.append({"stage": self.loop.stage, "step": self.step, **values})
+                    scalars.update({f"{self.loop.stage}/hparams_{k}": v for k, v in values.items()})
                 self.logger.scalars(scalars, self.step)
         if self.loop.progress:
             batches.close()

@@ -1,0 +1,170 @@
+"""DHA's augmentation policy: a learned distribution over ordered op pairs, applied on device batches.
+
+Reference sections 4.2-4.3: theta is a K x K float64 matrix initialised to 1/K^2; P = one softmax over
+all K^2 entries. Each training step draws a relaxed Gumbel-softmax sampling matrix softmax((log P + G)/T)
+(never hard, never backpropagated), every sample draws one ordered pair (a, b) from it, and op a then op b
+are applied with levels U(0, M) clipped to [0, 8] (a random sign for signed ops). Unlike DHA, the pairs
+are drawn on the device inside the step, so every step uses the current theta.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from augment.apply import apply_per_sample, random_signs
+from augment.ops import OPS, dha_level_to_magnitude
+from augment.policy import AugmentPolicy
+
+MAX_LEVEL = 8.0  # DHA's _MAX_LEVEL: levels above it are clipped
+UPDATE_RULES = ("reference", "reinforce")
+
+
+def sample_pairs(probabilities: torch.Tensor, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draw `batch` ordered pairs from a [K, K] probability matrix -> LongTensor[batch, 2] (first, second)."""
+    k = probabilities.shape[1]
+    flat = torch.multinomial(probabilities.reshape(-1), batch, replacement=True, generator=generator)
+    return torch.stack((flat // k, flat % k), dim=1)
+
+
+def dha_magnitudes(names: Sequence[str], op_index: torch.Tensor, level: torch.Tensor,
+                   sign: torch.Tensor) -> torch.Tensor:
+    """DHA levels in [0, 8] -> our normalised magnitude of each entry's op (any shape; loops over ops only)."""
+    m = torch.zeros_like(level)
+    for i, name in enumerate(names):
+        m = torch.where(op_index == i, dha_level_to_magnitude(name, level, sign).to(level.dtype), m)
+    return m
+
+
+def apply_pairs(x: torch.Tensor, pairs: torch.Tensor, names: Sequence[str], magnitude: float,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply op pairs[:, 0] then pairs[:, 1] with levels U(0, magnitude) clipped to [0, 8] -> (x, levels[B, 2])."""
+    b = x.shape[0]
+    levels = (torch.rand((b, 2), device=x.device, generator=generator) * magnitude).clamp(0.0, MAX_LEVEL)
+    signs = random_signs((b, 2), generator, x.device)
+    m = dha_magnitudes(names, pairs, levels, signs).to(x.dtype)  # both slots in one pass over the ops
+    for j in range(2):
+        x = apply_per_sample(x, pairs[:, j], m[:, j], names)
+    return x, levels
+
+
+def pair_entropy(probabilities: torch.Tensor) -> torch.Tensor:
+    """-sum P log P over all pairs (ln K^2 for a uniform matrix)."""
+    return -(probabilities * probabilities.clamp_min(torch.finfo(probabilities.dtype).tiny).log()).sum()
+
+
+def pair_marginals(names: Sequence[str], probabilities: torch.Tensor) -> dict[str, float]:
+    """Probability that a randomly chosen one of the two slots holds each op (row + column sums, halved)."""
+    marginal = 0.5 * (probabilities.sum(dim=1) + probabilities.sum(dim=0))
+    return dict(zip(names, marginal.tolist()))
+
+
+def pair_export(names: Sequence[str], probabilities: torch.Tensor, magnitude: float, top_k: int = 10) -> dict:
+    """The JSON-safe part shared by the learned and the replayed pair policy."""
+    k = len(names)
+    top = torch.topk(probabilities.reshape(-1), min(top_k, k * k))
+    return {"type": "pair", "ops": list(names), "pair_probabilities": probabilities.tolist(),
+            "magnitude": float(magnitude),
+            "top_pairs": [{"ops": [names[i // k], names[i % k]], "probability": p}
+                          for p, i in zip(top.values.tolist(), top.indices.tolist())]}
+
+
+class PairPolicy(AugmentPolicy):
+    """DHA's op-pair policy; its update rule raises the probability of pairs with HIGH training loss.
+
+    The policy is adversarial, as in DHA: minimising `policy_loss` moves probability towards the op pairs
+    that made the training loss large. Two update rules share that direction:
+    * "reference" (DHA): mean_n(-l_n * P[a_n, b_n]) with detached per-sample losses l_n; the gradient
+      reaches theta only through P (no log-probability, no baseline).
+    * "reinforce": REINFORCE with a moving-average baseline, mean_n(-(l_n - b) * log P[a_n, b_n]), then
+      b <- momentum * b + (1 - momentum) * mean(l) (b starts at the first batch's mean loss).
+    `magnitude` is M of the U(0, M) level draw (DHA: `da.magnitude` while searching, `da.magnitude_tune`
+    afterwards through `set_magnitude`); it is a setting, not state, so the builder sets it per stage.
+    """
+
+    differentiable = False
+
+    def __init__(self, ops: Sequence[str], temperature: float = 2.0, magnitude: float = 1.0,
+                 update_rule: str = "reference", baseline_momentum: float = 0.9):
+        super().__init__()
+        unknown = [n for n in ops if n not in OPS]
+        if unknown:
+            raise ValueError(f"unknown augmentation ops {unknown}; known: {sorted(OPS)}")
+        for name in ops:  # levels are DHA's, so every op needs DHA's level -> magnitude rule; fail now, not mid-run
+            dha_level_to_magnitude(name, torch.zeros(1), torch.ones(1))
+        if update_rule not in UPDATE_RULES:
+            raise ValueError(f"update_rule must be one of {UPDATE_RULES}, got {update_rule!r}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.ops = tuple(ops)
+        self.temperature, self.magnitude = float(temperature), float(magnitude)
+        self.update_rule, self.baseline_momentum = update_rule, float(baseline_momentum)
+        k = len(self.ops)
+        # float64 as in DHA: with lr 0.02 and 196 entries the per-step changes are tiny
+        self.theta = nn.Parameter(torch.full((k, k), 1.0 / k**2, dtype=torch.float64))
+        self.register_buffer("baseline", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("baseline_ready", torch.zeros((), dtype=torch.bool))
+
+    def probabilities(self) -> torch.Tensor:
+        """P = softmax over all K^2 entries of theta, as a [K, K] matrix (differentiable)."""
+        return torch.softmax(self.theta.reshape(-1), dim=0).view_as(self.theta)
+
+    def sampling_matrix(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """This step's relaxed Gumbel-softmax sample softmax((log P + G) / T), detached, [K, K]."""
+        with torch.no_grad():
+            logp = torch.log_softmax(self.theta.reshape(-1), dim=0)
+            u = torch.rand(logp.shape, dtype=logp.dtype, device=logp.device, generator=generator)
+            gumbel = -torch.log(-torch.log(u.clamp(torch.finfo(u.dtype).tiny, 1.0 - 1e-12)))
+            return torch.softmax((logp + gumbel) / self.temperature, dim=0).view_as(self.theta)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
+        """Per-sample ordered op pairs from a fresh Gumbel sampling matrix; info = {"pairs", "levels"}."""
+        if not self.training:
+            return x, {}
+        matrix = self.sampling_matrix(generator)
+        pairs = sample_pairs(matrix, x.shape[0], generator)
+        x, levels = apply_pairs(x, pairs, self.ops, self.magnitude, generator)
+        return x, {"pairs": pairs, "levels": levels}
+
+    def policy_loss(self, per_sample_loss: torch.Tensor, info: dict) -> torch.Tensor:
+        """The update rule's surrogate on detached per-sample losses (see the class docstring)."""
+        pairs = info["pairs"].to(self.theta.device)
+        loss = per_sample_loss.detach().to(self.theta.device, torch.float64)
+        if self.update_rule == "reference":
+            p = self.probabilities()[pairs[:, 0], pairs[:, 1]]
+            return (-loss * p).mean()
+        logp = torch.log_softmax(self.theta.reshape(-1), dim=0).view_as(self.theta)[pairs[:, 0], pairs[:, 1]]
+        mean = loss.mean()
+        # first batch: its own mean as baseline; torch.where keeps this free of host syncs
+        baseline = torch.where(self.baseline_ready, self.baseline, mean)
+        surrogate = (-(loss - baseline) * logp).mean()
+        with torch.no_grad():
+            self.baseline.copy_(self.baseline_momentum * baseline + (1.0 - self.baseline_momentum) * mean)
+            self.baseline_ready.fill_(True)
+        return surrogate
+
+    def set_magnitude(self, magnitude: float) -> None:
+        """Set M of the U(0, M) level draw (clipped to 8 per draw)."""
+        self.magnitude = float(magnitude)
+
+    def entropy(self) -> torch.Tensor:
+        """-sum P log P (ln K^2 at init: 5.278 for K = 14)."""
+        return pair_entropy(self.probabilities().detach())
+
+    def op_probabilities(self) -> dict[str, float]:
+        """Marginal probability of each op over the two slots of a pair."""
+        return pair_marginals(self.ops, self.probabilities().detach())
+
+    def matrix_image(self) -> torch.Tensor:
+        """P scaled by its maximum, [1, K, K] float32 (rows: first op, columns: second op)."""
+        p = self.probabilities().detach()
+        return (p / p.max()).float().unsqueeze(0).cpu()
+
+    def export(self, top_k: int = 10) -> dict:
+        """JSON: ops, the pair probabilities P (not the Gumbel matrix), magnitude, temperature, top pairs."""
+        d = pair_export(self.ops, self.probabilities().detach().cpu(), self.magnitude, top_k)
+        d.update(temperature=self.temperature, update_rule=self.update_rule,
+                 entropy=float(self.entropy()), max_entropy=math.log(len(self.ops) ** 2))
+        return d
