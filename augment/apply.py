@@ -42,8 +42,11 @@ def apply_per_sample(x: Tensor, op_index: Tensor, m: Tensor, names: Sequence[str
     if b == 0:
         return x
     m = m.to(x.dtype)
+    if grouped:
+        return _grouped(x, op_index, m, specs, fill)
 
-    # One matrix per sample: identity unless it chose a geometric op (building all is [B, 2, 3], cheap).
+    # Masked path: every sample through one grid_sample (identity matrix unless it chose a geometric
+    # op, which `affine` returns exactly) and through every other op with m = 0, then select.
     theta = AF.identity_matrix(b, x.dtype, x.device)
     is_geo = torch.zeros(b, dtype=torch.bool, device=x.device)
     for k, spec in enumerate(specs):
@@ -51,38 +54,38 @@ def apply_per_sample(x: Tensor, op_index: Tensor, m: Tensor, names: Sequence[str
             chose = op_index == k
             theta = torch.where(chose.view(-1, 1, 1), spec.affine(m, h, w), theta)
             is_geo = is_geo | chose
-    any_geo = any(spec.affine is not None for spec in specs)
-
-    if not grouped:
-        out = torch.where(is_geo.view(-1, 1, 1, 1), AF.affine(x, theta, fill), x) if any_geo else x
-        for k, spec in enumerate(specs):
-            if spec.affine is None:
-                chose = op_index == k
-                out = torch.where(chose.view(-1, 1, 1, 1), spec.fn(x, torch.where(chose, m, 0.0)), out)
-        return out
-
-    # Each group is computed on its own rows and written back into one output (a single pass over x).
-    out = torch.empty_like(x)
-    covered = 0
-    if any_geo:
-        idx = is_geo.nonzero().squeeze(1)
-        if idx.numel():
-            out.index_copy_(0, idx, AF.affine(x.index_select(0, idx), theta.index_select(0, idx), fill))
-            covered += idx.numel()
+    out = x
+    if any(spec.affine is not None for spec in specs):
+        out = torch.where(is_geo.view(-1, 1, 1, 1), AF.affine(x, theta, fill), x)
     for k, spec in enumerate(specs):
+        if spec.affine is None:
+            chose = op_index == k
+            out = torch.where(chose.view(-1, 1, 1, 1), spec.fn(x, torch.where(chose, m, 0.0)), out)
+    return out
+
+
+def _grouped(x: Tensor, op_index: Tensor, m: Tensor, specs: list[OpSpec], fill: Tensor | float) -> Tensor:
+    """apply_per_sample computing each op only on the rows that chose it (one host sync for the group sizes)."""
+    b, _, h, w = x.shape
+    counts = torch.bincount(op_index, minlength=len(specs))
+    if counts.numel() != len(specs) or int(counts.sum()) != b:
+        raise ValueError(f"op_index must be in [0, {len(specs)}) for each of the {b} samples")
+    groups = torch.argsort(op_index, stable=True).split(counts.tolist())
+    out = torch.empty_like(x)
+    geo_rows, geo_theta = [], []
+    for k, (spec, rows) in enumerate(zip(specs, groups)):
+        if not rows.numel():
+            continue
         if spec.affine is not None:
-            continue
-        chose = op_index == k
-        idx = chose.nonzero().squeeze(1)
-        if not idx.numel():
-            continue
-        if spec.mixes_batch:
+            # Gather every geometric sample first: they share one grid_sample below.
+            geo_rows.append(rows)
+            geo_theta.append(spec.affine(m.index_select(0, rows), h, w))
+        elif spec.mixes_batch:
             # The partner image comes from the whole batch, not from the samples that chose the op.
-            y = spec.fn(x, torch.where(chose, m, 0.0)).index_select(0, idx)
+            out.index_copy_(0, rows, spec.fn(x, torch.where(op_index == k, m, 0.0)).index_select(0, rows))
         else:
-            y = spec.fn(x.index_select(0, idx), m.index_select(0, idx))
-        out.index_copy_(0, idx, y)
-        covered += idx.numel()
-    if covered != b:
-        raise ValueError(f"op_index must be in [0, {len(names)}) for each of the {b} samples")
+            out.index_copy_(0, rows, spec.fn(x.index_select(0, rows), m.index_select(0, rows)))
+    if geo_rows:
+        rows = torch.cat(geo_rows)
+        out.index_copy_(0, rows, AF.affine(x.index_select(0, rows), torch.cat(geo_theta), fill))
     return out

@@ -26,6 +26,7 @@ class Supernet(nn.Module):
         self.layers = layers
         self.num_edges = sum(n + 2 for n in range(steps))
         self.drop_path_prob = 0.0
+        self.memory_format = torch.contiguous_format
         self.net_kwargs = dict(init_channels=init_channels, num_classes=num_classes, layers=layers,
                                auxiliary=auxiliary, stem=stem, in_channels=in_channels,
                                mean=list(mean), std=list(std))
@@ -89,7 +90,7 @@ class Supernet(nn.Module):
         """Logits and, in training mode with an auxiliary head, the auxiliary logits."""
         w_normal, w_reduce = self.mixing_weights()
         a_normal, a_reduce = self.active_ops()
-        s0, s1 = self.stem(self.normalize(x))
+        s0, s1 = self.stem(self.normalize(x).contiguous(memory_format=self.memory_format))
         aux = None
         for i, cell in enumerate(self.cells):
             if cell.reduction:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from models.network import Network, save_model_state
+from models.network import Network, save_model_state, set_channels_last
 from utils.checkpoint import atomic_write_text, replace_from_temp
 
 
@@ -29,6 +29,7 @@ def export_program(model: Network, path: Path, image_shape: tuple[int, int, int]
 
 def export_model(model: Network, run_dir: Path, image_shape: tuple[int, int, int]) -> None:
     """model.pt2 (torch.export, CPU) and model_state.pt (weights + genotype for `load_model`)."""
-    cpu_model = model.to("cpu").eval()
+    # The exported program and the saved weights use the default NCHW layout (plain PyTorch users).
+    cpu_model = set_channels_last(model.to("cpu"), False).eval()
     export_program(cpu_model, run_dir / "model.pt2", image_shape)
     save_model_state(cpu_model, run_dir / "model_state.pt")

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from models.genotypes import Genotype, genotype_from_dict
-from models.network import Network, count_params_m
+from models.network import Network, count_params_m, set_channels_last
 from models.summary import count_madds_m
 from search.build import (Components, build_components, build_data, build_loaders, build_network,
                           build_searcher, build_supernet, enter_continue_stage, sections_for)
@@ -123,7 +123,7 @@ def run_mode(cfg: RunConfig, mode: Mode, device: torch.device, run_dir: Path, lo
         # Building consumes the RNG: seed it per stage so a resumed run builds the same objects.
         torch.manual_seed(derive_seed(cfg.seed, index, 10**6))
         if spec.kind != "continue" or net is None:
-            net = _build_stage_net(cfg, mode, index, data, genotype).to(device)
+            net = set_channels_last(_build_stage_net(cfg, mode, index, data, genotype).to(device), cfg.channels_last)
             # A continue stage carries the search stage's components; rebuilt here only on resume.
             source = mode.stages[index - 1] if spec.kind == "continue" else spec
             components = build_components(source, sections_for(cfg, source), data, device,
@@ -171,6 +171,7 @@ def run_mode(cfg: RunConfig, mode: Mode, device: torch.device, run_dir: Path, lo
             finish_stage(0, [])
 
     final = net.derive_model() if mode.stages[-1].kind == "continue" else net
+    final = set_channels_last(final, cfg.channels_last)
     return _finish(cfg, mode, final, components, cache.get(mode.stages[-1]), state, device, run_dir, logger,
                    elapsed())
 

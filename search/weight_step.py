@@ -10,7 +10,6 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from hpo.hypergrad import HyperGradient, lookahead_hypergradients
 
@@ -36,6 +35,7 @@ class HyperUpdate(SgdUpdate):
     def __init__(self, optimizer: torch.optim.SGD, hyper: HyperGradient):
         super().__init__(optimizer)
         self.hyper = hyper
+        self._norms: list[nn.Module] | None = None
 
     def _set(self, lr: float, wd: float) -> None:
         for group in self.optimizer.param_groups:
@@ -55,8 +55,7 @@ class HyperUpdate(SgdUpdate):
             if pairs:
                 grads = [p.grad for p, _ in pairs]
                 bufs = [b for _, b in pairs]
-                old = [p.detach() + lr * b for p, b in pairs]
-                self.hyper.apply(*lookahead_hypergradients(grads, bufs, old, lr))
+                self.hyper.apply(*lookahead_hypergradients(grads, bufs, [p.detach() for p, _ in pairs], lr))
             self.optimizer.step()
             return
         momentum = self.optimizer.param_groups[0]["momentum"]
@@ -66,18 +65,23 @@ class HyperUpdate(SgdUpdate):
         if not update_now or self.hyper.signal != "val":
             return
         updates = [self.optimizer.state[p]["momentum_buffer"] for p in live] if momentum else plain
-        old = [p.detach() + lr * u for p, u in zip(live, updates)]
         x_val, y_val = val_batch()
         # Validation forward at w' in train mode (batch statistics) but without touching the running
         # statistics and without drop path: the reference let both leak into this pass.
-        buffers = {name: b.clone() for name, b in net.named_buffers()}
+        if self._norms is None:
+            self._norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                           and m.track_running_stats]
         drop = getattr(net, "drop_path_prob", 0.0)
         net.drop_path_prob = 0.0
+        for m in self._norms:  # batch statistics, running statistics left alone
+            m.track_running_stats = False
         try:
-            logits = functional_call(net, buffers, (x_val,), strict=False)
+            logits = net(x_val)
         finally:
             net.drop_path_prob = drop
+            for m in self._norms:
+                m.track_running_stats = True
         loss = nn.functional.cross_entropy(logits, y_val)
         grads = torch.autograd.grad(loss, live, allow_unused=True)
         grads = [torch.zeros_like(p) if g is None else g for p, g in zip(live, grads)]
-        self.hyper.apply(*lookahead_hypergradients(grads, updates, old, lr))
+        self.hyper.apply(*lookahead_hypergradients(grads, updates, [p.detach() for p in live], lr))

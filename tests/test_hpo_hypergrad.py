@@ -40,6 +40,7 @@ def test_state_round_trip():
 
 
 def test_lookahead_formula():
-    g, u, w = [torch.ones(3)], [torch.full((3,), 2.0)], [torch.full((3,), 4.0)]
-    d_lr, d_wd = lookahead_hypergradients(g, u, w, lr=0.5)
-    assert float(d_lr) == -6.0 and float(d_wd) == -6.0
+    # w' = 4, u = 2, lr = 0.5 -> w = w' + lr u = 5; dL/dlr = -<g, u> = -6; dL/dwd = -lr <g, w> = -7.5
+    g, u, w_new = [torch.ones(3)], [torch.full((3,), 2.0)], [torch.full((3,), 4.0)]
+    d_lr, d_wd = lookahead_hypergradients(g, u, w_new, lr=0.5)
+    assert float(d_lr) == -6.0 and float(d_wd) == -7.5

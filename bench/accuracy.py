@@ -1,0 +1,80 @@
+"""End-to-end accuracy on a real image folder: ista_single_nor against ista_single_doal (DHA).
+
+    python bench/accuracy.py DATA_DIR [--search_epochs 5] [--retrain_epochs 5] [--out /tmp/acc_runs]
+
+DATA_DIR: an ImageFolder root with train/ and val/ (val/ is the test set; the validation split
+is carved out of train/). Same seed, same budget, a small 32-px supernet (C=8, 5 cells); DHA's
+own settings otherwise (conf/ista/cifar10_ista_single.json values for hpo and da). Prints a table
+of val / test top-1, the epochs the search took to freeze, and the wall time of each run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import search_darts  # noqa: E402
+
+
+def config(data_dir: str, out: str, search_epochs: int, retrain_epochs: int) -> dict:
+    """The shared budget."""
+    return {
+        "seed": 5, "save_root": out, "progress": False, "log_every": 50,
+        "dataset": {"name": "imagefolder", "root": data_dir, "num_class": 10, "val_ratio": 0.1,
+                    "batch_size": 32, "cutout_size": 16, "workers": 0},
+        "train": {"epochs": search_epochs, "retrain_epochs": retrain_epochs, "w_lr": 0.025, "w_lr_min": 0.001},
+        "train_architecture": {"input_size": 32, "init_channels": 8, "layers": 5, "alpha_lr": 3e-3,
+                               "dist_limit": 1e-2, "drop_path_prob": 0.1, "auxiliary": True, "aux_weight": 0.4},
+        "hpo": {"h_lr": 1e-8, "h_lr_tune": 2e-7, "learning_low": 1e-3, "learning_up": 0.05,
+                "weight_decay_low": 1e-4, "weight_decay_up": 5e-4},
+        "da": {"policy": 14, "d_lr": 0.02, "d_lr_tune": 0.05, "temperature": 2, "magnitude": 1, "magnitude_tune": 10},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run both modes and print the comparison."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data_dir")
+    parser.add_argument("--search_epochs", type=int, default=5)
+    parser.add_argument("--retrain_epochs", type=int, default=5)
+    parser.add_argument("--out", default="/tmp/accuracy_runs")
+    args = parser.parse_args(argv)
+    if not (Path(args.data_dir) / "train").is_dir():
+        print(f"error: no ImageFolder train/ under '{args.data_dir}'", file=sys.stderr)
+        return 2
+    torch.set_num_threads(2)
+    conf = Path(args.out) / "accuracy.json"
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text(json.dumps(config(args.data_dir, args.out, args.search_epochs, args.retrain_epochs)))
+    rows = []
+    for mode in ("ista_single_nor", "ista_single_doal"):
+        save_name = time.strftime("%H%M%S")
+        started = time.time()
+        code = search_darts.main(["--conf_path", str(conf), "--Running", mode, "--set", f"save_name={save_name}",
+                                  "--set", "progress=false"])
+        if code != 0:
+            return code
+        run_dir = Path(args.out) / f"imagefolder_{mode}_{save_name}"
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        froze = metrics["search_epochs"] if any(r.get("stopped_early") for r in records if r["stage"] == "search") \
+            else None
+        rows.append((mode, metrics, froze, time.time() - started))
+    print(f"\n{'mode':<18} {'val top-1':>9} {'test top-1':>10} {'search epochs':>13} {'froze':>7} "
+          f"{'params M':>8} {'minutes':>7}")
+    for mode, m, froze, seconds in rows:
+        print(f"{mode:<18} {m['val_top1']:9.4f} {m['test_top1']:10.4f} {m['search_epochs']:13d} "
+              f"{'yes' if froze else 'no':>7} {m['params_m']:8.3f} {seconds / 60:7.1f}")
+    (nor, mn, _, _), (doal, md, _, _) = rows
+    print(f"summary: test top-1 {mn['test_top1']:.4f} ({nor}) vs {md['test_top1']:.4f} ({doal}), same seed and budget")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Step cost of every mode's search step on one machine, side by side in one process.
+
+    python bench/step_time.py DATA_DIR [--steps 20] [--warmup 5] [--device cpu]
+
+DATA_DIR: an ImageFolder root with train/ (e.g. shared/data/cifar10-subset); images are used at
+32x32. Setting of the issue: C=8, 5 layers, batch 32, torch threads 2 on CPU. Prints, per mode, the
+median seconds per step over --steps steps after --warmup, the ratio to ista_single_nor, and the
+achieved GFLOP/s (FLOPs of one step counted by torch.utils.flop_counter, forward and backward).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from search.build import build_components, build_data, build_loaders, build_searcher, sections_for  # noqa: E402
+from models.network import set_channels_last  # noqa: E402
+from search.modes import MODES  # noqa: E402
+from search.pipeline import _build_stage_net  # noqa: E402
+from utils.config import config_from_dict  # noqa: E402
+from utils.logging import RunLogger  # noqa: E402
+
+ROWS = [("ista_single_nor", {"channels_last": "false"}), ("ista_single_nor", {}), ("ista_single_hpo", {}), ("ista_single_da", {}), ("ista_single_doal", {}),
+        ("ista_single_doal", {"hpo.every": 4}), ("ista_nor", {}), ("darts", {}), ("darts_da", {})]
+
+
+def make_searcher(data_dir: str, mode_name: str, overrides: dict, device: torch.device):
+    """The search-stage Searcher of a mode at the benchmark size."""
+    raw = {"seed": 0, "progress": False, "log_every": 10**9,
+           "dataset": {"name": "imagefolder", "root": data_dir, "num_class": 10, "val_ratio": 0.2,
+                       "batch_size": 32, "max_train": 1000, "workers": 0},
+           "train": {"epochs": 1, "w_lr": 0.025},
+           "train_architecture": {"input_size": 32, "init_channels": 8, "layers": 5}}
+    sets = [f"{k}={v}" for k, v in overrides.items()]
+    cfg, _ = config_from_dict(raw, sets)
+    mode = MODES[mode_name]
+    spec = mode.stages[0]
+    sec = sections_for(cfg, spec)
+    torch.manual_seed(0)
+    data = build_data(sec.dataset, sec.arch, cfg.seed)
+    loaders = build_loaders(data, sec.dataset, cfg.seed)
+    net = set_channels_last(_build_stage_net(cfg, mode, 0, data, None).to(device), cfg.channels_last)
+    components = build_components(spec, sec, data, device)
+    searcher = build_searcher(cfg, spec, 0, net, data, loaders, device, RunLogger(None, quiet=True), components)
+    searcher._start_epoch(0)
+    searcher.net.train()
+    return searcher
+
+
+def time_mode(searcher, steps: int, warmup: int, device: torch.device) -> tuple[float, float]:
+    """Median seconds per step and FLOPs of one step."""
+    batches = iter(searcher.train_loader)
+    cached = [next(batches) for _ in range(4)]
+    times = []
+    for i in range(warmup + steps):
+        x, y = cached[i % len(cached)]
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        searcher.train_step(x, y)
+        searcher.step += 1
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    with FlopCounterMode(display=False) as counter:
+        searcher.train_step(*cached[0])
+    return statistics.median(times), counter.get_total_flops()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every row, print the table and the summary line."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data_dir")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    if not (Path(args.data_dir) / "train").is_dir():
+        print(f"error: no ImageFolder train/ under '{args.data_dir}'", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    results = []
+    for mode, overrides in ROWS:
+        searcher = make_searcher(args.data_dir, mode, overrides, device)
+        seconds, flops = time_mode(searcher, args.steps, args.warmup, device)
+        label = mode + "".join(f" {k}={v}" for k, v in overrides.items())
+        results.append((label, seconds, flops))
+    base = results[1][1]  # ista_single_nor in the default layout
+    print(f"{'mode':<32} {'s/step':>8} {'x nor':>7} {'GFLOP/step':>11} {'GFLOP/s':>8}")
+    for label, seconds, flops in results:
+        print(f"{label:<32} {seconds:8.4f} {seconds / base:7.2f} {flops / 1e9:11.3f} {flops / 1e9 / seconds:8.2f}")
+    doal = dict((label, s) for label, s, _ in results)
+    print(f"summary: ista_single_doal {doal['ista_single_doal']:.3f} s/step, "
+          f"{doal['ista_single_doal'] / base:.2f}x ista_single_nor (every=1), "
+          f"{doal['ista_single_doal hpo.every=4'] / base:.2f}x (every=4), on {device} with {args.threads} threads")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
