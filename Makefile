@@ -13,7 +13,7 @@ $(STAMP): requirements.txt
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python search_darts.py --conf_path conf/demo/digits.json --Running ista_single_nor
+	$(BIN)/python search_darts.py --conf_path conf/demo/digits.json --Running ista_single_doal
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -72,8 +72,8 @@ def test_unknown_mode(write_config, tmp_path, capsys):
 
 def test_mode_not_available_yet_says_so(write_config, tmp_path, capsys):
     conf = write_config()
-    line = _bad(capsys, ["--conf_path", str(conf), "--Running", "ista_single_doal"], "not available yet")
-    assert "ista_single_nor" in line  # lists what is available
+    line = _bad(capsys, ["--conf_path", str(conf), "--Running", "daas"], "not available yet")
+    assert "ista_single_doal" in line  # lists what is available
     assert not (tmp_path / "runs").exists()
 
 
@@ -120,10 +120,10 @@ SHIPPED = sorted(str(p.relative_to(REPO)) for p in (REPO / "conf").rglob("*.json
 
 def _mode_for(conf: str) -> str:
     if "demo" in conf:
-        return "ista_single_nor"
+        return "ista_single_doal"
     if conf.endswith("_darts.json"):
         return "darts"
-    return "ista_single_nor" if conf.endswith("_single.json") else "ista_nor"
+    return "ista_single_doal" if conf.endswith("_single.json") else "ista_doal"
 
 
 @pytest.mark.parametrize("conf", SHIPPED)
