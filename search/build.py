@@ -230,12 +230,20 @@ def build_searcher(cfg: RunConfig, spec: StageSpec, stage_index: int, net: torch
                       progress=progress_enabled(cfg.progress), searching=spec.kind == "search")
     train_augment = build_train_augment(sec.dataset, sec.arch, data).to(device)
     if components.hyper is not None:
-        update, schedule = HyperUpdate(optimizer, components.hyper), components.hyper
+        update, schedule = HyperUpdate(optimizer, components.hyper, sec.hpo.reference_val_pass), components.hyper
     else:
         update, schedule = SgdUpdate(optimizer), build_schedule(spec, sec.train, epochs)
     return Searcher(net, update, schedule, build_arch_step(spec, net, sec.arch, sec.train),
                     train_augment, loaders["train"], loaders["val_stream"], loaders["val"], device, loop, logger,
-                    policy=components.policy, policy_optimizer=components.policy_optimizer)
+                    policy=components.policy, policy_optimizer=components.policy_optimizer,
+                    eval_transform=build_eval_transform(sec.dataset, sec.arch, data, device))
+
+
+def build_eval_transform(ds: DatasetConfig, arch: ArchConfig, data: DataSplits, device: torch.device):
+    """None, or (reference quirk `cutout_eval`) the Cutout the original also applied to val / test."""
+    if not ds.cutout_eval or not ds.cutout_size:
+        return None
+    return TrainAugment(cutout_size=ds.cutout_size, flip=False, mean=data.mean).to(device).post
 
 
 def describe_mode(mode: Mode, cfg: RunConfig) -> list[str]:

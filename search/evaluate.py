@@ -1,7 +1,7 @@
 """Evaluation: loss and top-1 of a model over a loader, one host sync at the end."""
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -13,8 +13,9 @@ def to_input(x: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable, device: torch.device, max_batches: int | None = None) -> dict[str, float]:
-    """Mean cross-entropy and top-1 accuracy in eval mode."""
+def evaluate(model: nn.Module, loader: Iterable, device: torch.device, max_batches: int | None = None,
+             transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
+    """Mean cross-entropy and top-1 accuracy in eval mode (`transform`: the reference's Cutout quirk)."""
     was_training = model.training
     model.eval()
     totals = torch.zeros(3, device=device, dtype=torch.float64)
@@ -22,7 +23,8 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, max_batch
         if max_batches is not None and i >= max_batches:
             break
         y = y.to(device, non_blocking=True)
-        logits = model(to_input(x, device))
+        x = to_input(x, device)
+        logits = model(transform(x) if transform is not None else x)
         totals += torch.stack([
             nn.functional.cross_entropy(logits, y, reduction="sum").double(),
             (logits.argmax(1) == y).sum().double(),

@@ -9,8 +9,8 @@ import torch
 from models.genotypes import Genotype, genotype_from_dict
 from models.network import Network, count_params_m, set_channels_last
 from models.summary import count_madds_m
-from search.build import (Components, build_components, build_data, build_loaders, build_network,
-                          build_searcher, build_supernet, enter_continue_stage, sections_for)
+from search.build import (Components, build_components, build_data, build_eval_transform, build_loaders,
+                          build_network, build_searcher, build_supernet, enter_continue_stage, sections_for)
 from search.evaluate import evaluate
 from search.export import export_model, write_json
 from search.modes import Mode
@@ -181,8 +181,10 @@ def _finish(cfg: RunConfig, mode: Mode, model: Network, components: Components, 
     """Evaluate the ready model once on val and test, then write every artifact."""
     data, loaders = data_loaders
     model = model.to(device).eval()
-    val = evaluate(model, loaders["val"], device)
-    test = evaluate(model, loaders["test"], device)  # the only use of the test split
+    sec = sections_for(cfg, mode.stages[-1])
+    quirk = build_eval_transform(sec.dataset, sec.arch, data, device)
+    val = evaluate(model, loaders["val"], device, transform=quirk)
+    test = evaluate(model, loaders["test"], device, transform=quirk)  # the only use of the test split
     genotype = model.genotype
     image_shape = (data.channels, data.image_size, data.image_size)
     madds = count_madds_m(model, data.image_size, data.channels)

@@ -39,11 +39,12 @@ class Searcher:
     def __init__(self, net: nn.Module, weight_update: SgdUpdate, schedule, arch_step: ArchStep,
                  train_augment: nn.Module, train_loader, val_batches, val_loader, device: torch.device,
                  loop: LoopConfig, logger: RunLogger, policy: AugmentPolicy | None = None,
-                 policy_optimizer: torch.optim.Optimizer | None = None):
+                 policy_optimizer: torch.optim.Optimizer | None = None, eval_transform=None):
         self.net, self.weight_update, self.schedule = net, weight_update, schedule
         self.weight_optimizer = weight_update.optimizer
         self.arch_step, self.train_augment = arch_step, train_augment
         self.policy, self.policy_optimizer = policy, policy_optimizer
+        self.eval_transform = eval_transform  # None, or the reference's Cutout on validation batches
         self.train_loader, self.val_batches, self.val_loader = train_loader, val_batches, val_loader
         self.device, self.loop, self.logger = device, loop, logger
         self.weights = [p for p in net.weight_parameters()]
@@ -52,7 +53,10 @@ class Searcher:
 
     def _val_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         xv, yv = next(self.val_batches)
-        return to_input(xv, self.device), yv.to(self.device, non_blocking=True)
+        xv = to_input(xv, self.device)
+        if self.eval_transform is not None:
+            xv = self.eval_transform(xv)
+        return xv, yv.to(self.device, non_blocking=True)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One update; returns [loss_sum, correct, count] as a device tensor (no host sync).
@@ -74,7 +78,7 @@ class Searcher:
         x = self.train_augment.post(x)
         lr = self.weight_optimizer.param_groups[0]["lr"]
         if self.arch_step.bilevel:
-            xv, yv = self._val_batch()
+            xv, yv = self._val_batch()  # bilevel updates see validation images as the reference did
             co_optimizer = None
             if policy is not None and policy.differentiable and self.policy_optimizer is not None:
                 xv, _ = policy(xv)
@@ -154,7 +158,7 @@ class Searcher:
         if self.loop.progress:
             batches.close()
         arch_info = self.net.on_epoch_end(epoch) if self.loop.searching else {}
-        val = evaluate(self.net, self.val_loader, self.device, self.loop.max_steps)
+        val = evaluate(self.net, self.val_loader, self.device, self.loop.max_steps, self.eval_transform)
         loss_sum, correct, count = totals.tolist()
         if self.policy is not None:
             arch_info = {**arch_info, "policy_entropy": float(self.policy.entropy())}

@@ -32,9 +32,10 @@ class SgdUpdate:
 class HyperUpdate(SgdUpdate):
     """SGD whose lr and wd are learned online by one-step look-ahead hypergradients."""
 
-    def __init__(self, optimizer: torch.optim.SGD, hyper: HyperGradient):
+    def __init__(self, optimizer: torch.optim.SGD, hyper: HyperGradient, reference_val_pass: bool = False):
         super().__init__(optimizer)
         self.hyper = hyper
+        self.reference_val_pass = reference_val_pass
         self._norms: list[nn.Module] | None = None
 
     def _set(self, lr: float, wd: float) -> None:
@@ -69,10 +70,10 @@ class HyperUpdate(SgdUpdate):
         # Validation forward at w' in train mode (batch statistics) but without touching the running
         # statistics and without drop path: the reference let both leak into this pass.
         if self._norms is None:
-            self._norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-                           and m.track_running_stats]
+            self._norms = [] if self.reference_val_pass else [
+                m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
         drop = getattr(net, "drop_path_prob", 0.0)
-        net.drop_path_prob = 0.0
+        net.drop_path_prob = drop if self.reference_val_pass else 0.0
         for m in self._norms:  # batch statistics, running statistics left alone
             m.track_running_stats = False
         try:

@@ -55,3 +55,15 @@ def test_run_directory_is_never_overwritten(write_config, tmp_path):
         assert search_darts.main(["--conf_path", str(conf), "--Running", "ista_single_nor", "--device", "cpu"]) == 0
     assert (tmp_path / "runs" / "fake_ista_single_nor").is_dir()
     assert (tmp_path / "runs" / "fake_ista_single_nor_2").is_dir()
+
+
+def test_cutout_eval_quirk_changes_evaluation_only_when_asked(write_config, tmp_path):
+    results = {}
+    for quirk in (False, True):
+        conf = write_config(f"c{quirk}.json", save_name=str(quirk),
+                            dataset={"cutout_size": 6, "cutout_eval": quirk, "max_test": 64})
+        assert search_darts.main(["--conf_path", str(conf), "--Running", "ista_single_nor", "--device", "cpu"]) == 0
+        results[quirk] = json.loads((tmp_path / "runs" / f"fake_ista_single_nor_{quirk}" / "metrics.json").read_text())
+    # Same training (Cutout on training batches either way), different evaluation inputs.
+    assert results[False]["genotype"] == results[True]["genotype"]
+    assert results[False]["test_loss"] != results[True]["test_loss"]

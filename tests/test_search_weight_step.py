@@ -86,3 +86,17 @@ def test_every_n_steps_and_train_signal():
         nn.functional.cross_entropy(net(xt), yt).backward()
         update.step(net, list(net.parameters()), step, lambda: pytest.fail("the train signal needs no val batch"))
     assert train_signal.values() != before
+
+
+def test_val_pass_leaves_bn_running_stats_alone_unless_reference():
+    (xt, yt), val = _data()
+    for reference in (False, True):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Linear(5, 7), nn.BatchNorm1d(7), nn.Tanh(), nn.Linear(7, 3)).double()
+        opt = torch.optim.SGD(net.parameters(), lr=LR, momentum=0.9)
+        update = HyperUpdate(opt, HyperGradient(lr_bounds=(LR, LR), wd_bounds=(WD, WD), h_lr=0.0), reference)
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(xt), yt).backward()
+        before = net[1].running_mean.clone()
+        update.step(net, list(net.parameters()), 0, lambda: val)
+        assert torch.equal(net[1].running_mean, before) != reference

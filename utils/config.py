@@ -40,6 +40,7 @@ class DatasetConfig:
     random_crop: bool = True  # random crop with padding on training batches (small-image datasets)
     crop_padding: Optional[int] = None  # padding of that crop; None = input_size // 8 (4 for 32 px)
     flip: bool = True  # random horizontal flip on training batches (off for digits)
+    cutout_eval: bool = False  # reference quirk: Cutout also on validation and test batches (DHA's DA path)
 
 
 @dataclass
@@ -97,6 +98,7 @@ class HpoConfig:
     restart: bool = False  # reset lr and wd to the midpoints when the search ends
     every: int = 1  # update the hyper-parameters every N steps
     signal: str = "val"  # val (DHA) | train (hypergradient descent of Baydin et al.)
+    reference_val_pass: bool = False  # true: the val pass updates BN running stats and keeps drop path (DHA)
 
 
 @dataclass
