@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -17,16 +17,17 @@ def _umask_mode() -> int:
     return 0o666 & ~mask
 
 
-def atomic_save(obj: Any, path: str | Path) -> None:
-    """torch.save `obj` so that `path` is either the old file or the complete new one."""
+def replace_from_temp(path: str | Path, write: Callable[[str], None]) -> None:
+    """Call `write(tmp_path)` on a temp file beside `path`, then rename it over `path`.
+
+    Readers see either the old file or the complete new one; a failed write leaves no temp file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
+        write(tmp)
         os.chmod(tmp, _umask_mode())  # mkstemp files are private; artifacts are not
         os.replace(tmp, path)
     except BaseException:
@@ -35,34 +36,19 @@ def atomic_save(obj: Any, path: str | Path) -> None:
         raise
 
 
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """torch.save `obj` so that `path` is either the old file or the complete new one."""
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+    replace_from_temp(path, write)
+
+
 def atomic_write_text(text: str, path: str | Path) -> None:
     """Write a text file atomically (JSON artifacts)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def replace_from_temp(path: Path, write) -> None:
-    """Call `write(tmp_path)` on a temp file beside `path`, then rename it over `path`."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    replace_from_temp(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
