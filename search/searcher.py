@@ -59,7 +59,7 @@ class Searcher:
         return xv, yv.to(self.device, non_blocking=True)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """One update; returns [loss_sum, correct, count] as a device tensor (no host sync).
+        """One update; returns [classifier loss sum, correct, count] as a device tensor (no host sync).
 
         Order: 1. batch to the device, crop/flip, the augmentation policy, Cutout; 2. bilevel
         architecture update on a validation batch (a differentiable policy learns from the same
@@ -85,7 +85,8 @@ class Searcher:
                 co_optimizer = self.policy_optimizer
             self.arch_step.before_weights(self.net, (x, y), (xv, yv), lr, self.weight_optimizer, co_optimizer)
         logits, aux = self.net.forward_with_aux(x)
-        per_sample = nn.functional.cross_entropy(logits, y, reduction="none")
+        classifier_loss = nn.functional.cross_entropy(logits, y, reduction="none")
+        per_sample = classifier_loss
         if aux is not None and self.loop.aux_weight > 0:
             per_sample = per_sample + self.loop.aux_weight * nn.functional.cross_entropy(aux, y, reduction="none")
         loss = per_sample.mean()
@@ -104,7 +105,8 @@ class Searcher:
         self.weight_update.step(self.net, self.weights, self.step, self._val_batch)
         with torch.no_grad():
             n = torch.tensor(float(y.numel()), device=self.device)
-            return torch.stack([loss.detach() * n, (logits.argmax(1) == y).sum().float(), n])
+            # The reported train loss is the classifier's alone, on the same scale as the val loss.
+            return torch.stack([classifier_loss.detach().sum(), (logits.argmax(1) == y).sum().float(), n])
 
     def _start_epoch(self, epoch: int) -> None:
         # Everything random in an epoch derives from (seed, stage, epoch): resuming at an epoch

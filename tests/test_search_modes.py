@@ -61,9 +61,12 @@ def test_cutout_eval_quirk_changes_evaluation_only_when_asked(write_config, tmp_
     results = {}
     for quirk in (False, True):
         conf = write_config(f"c{quirk}.json", save_name=str(quirk),
-                            dataset={"cutout_size": 6, "cutout_eval": quirk, "max_test": 64})
+                            dataset={"cutout_size": 6, "cutout_eval": quirk, "max_test": 64},
+                            # Mixing weights start at O(1e-3): a bolder architecture step makes the
+                            # logits depend on the image well above float32 rounding after 2 steps.
+                            train_architecture={"alpha_lr": 0.1})
         assert search_darts.main(["--conf_path", str(conf), "--Running", "ista_single_nor", "--device", "cpu"]) == 0
         results[quirk] = json.loads((tmp_path / "runs" / f"fake_ista_single_nor_{quirk}" / "metrics.json").read_text())
     # Same training (Cutout on training batches either way), different evaluation inputs.
     assert results[False]["genotype"] == results[True]["genotype"]
-    assert results[False]["test_loss"] != results[True]["test_loss"]
+    assert abs(results[False]["test_loss"] - results[True]["test_loss"]) > 2e-6  # measured 8e-5
