@@ -37,19 +37,19 @@ class Network(nn.Module):
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(len(genotype.normal_concat) * plan[-1][2], num_classes)
 
-    def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits and, in training mode with an auxiliary head, the auxiliary logits."""
+    def forward_with_aux(self, x: torch.Tensor, with_aux: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits and, in training mode with an auxiliary head (and `with_aux`), the auxiliary logits."""
         s0, s1 = self.stem(self.normalize(x).contiguous(memory_format=self.memory_format))
         aux = None
         for i, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
-            if i == self.aux_index and self.aux_head is not None and self.training:
+            if i == self.aux_index and self.aux_head is not None and self.training and with_aux:
                 aux = self.aux_head(s1)
         return self.classifier(self.global_pool(s1).flatten(1)), aux
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [N, C, H, W] float in [0, 1] -> logits [N, num_classes]."""
-        return self.forward_with_aux(x)[0]
+        return self.forward_with_aux(x, with_aux=False)[0]  # validation passes in training mode skip the head
 
     def weight_parameters(self) -> list[nn.Parameter]:
         """All parameters (a discrete network has no architecture parameters)."""

@@ -86,8 +86,8 @@ class Supernet(nn.Module):
         arch = {id(p) for p in self.arch_parameters()}
         return [p for p in self.parameters() if id(p) not in arch]
 
-    def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits and, in training mode with an auxiliary head, the auxiliary logits."""
+    def forward_with_aux(self, x: torch.Tensor, with_aux: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits and, in training mode with an auxiliary head (and `with_aux`), the auxiliary logits."""
         w_normal, w_reduce = self.mixing_weights()
         a_normal, a_reduce = self.active_ops()
         s0, s1 = self.stem(self.normalize(x).contiguous(memory_format=self.memory_format))
@@ -97,10 +97,10 @@ class Supernet(nn.Module):
                 s0, s1 = s1, cell(s0, s1, w_reduce, a_reduce, self.drop_path_prob)
             else:
                 s0, s1 = s1, cell(s0, s1, w_normal, a_normal, self.drop_path_prob)
-            if i == self.aux_index and self.aux_head is not None and self.training:
+            if i == self.aux_index and self.aux_head is not None and self.training and with_aux:
                 aux = self.aux_head(s1)
         return self.classifier(self.global_pool(s1).flatten(1)), aux
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [N, C, H, W] float in [0, 1] -> logits."""
-        return self.forward_with_aux(x)[0]
+        return self.forward_with_aux(x, with_aux=False)[0]  # validation passes in training mode skip the head

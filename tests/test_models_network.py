@@ -147,3 +147,14 @@ def test_drop_path_only_in_training():
     with torch.no_grad():
         c, d = net(x), net(x)
     assert not torch.equal(c, d)   # samples dropped at random
+
+
+def test_plain_call_in_train_mode_skips_the_auxiliary_head():
+    # Validation passes in training mode (hypergradient, DARTS architecture step) only need the logits.
+    net = _net(auxiliary=True).train()
+    before = {k: v.clone() for k, v in net.aux_head.state_dict().items()}
+    logits = net(torch.rand(2, 3, 16, 16))
+    assert logits.shape == (2, 5)
+    assert all(torch.equal(before[k], v) for k, v in net.aux_head.state_dict().items())  # BN stats untouched
+    net.forward_with_aux(torch.rand(2, 3, 16, 16))
+    assert not all(torch.equal(before[k], v) for k, v in net.aux_head.state_dict().items())

@@ -3,7 +3,9 @@ import pytest
 import torch
 
 from models.genotypes import PRIMITIVES_DARTS
-from models.operations import OPS, FactorizedReduce, Identity, Zero, drop_path, make_op
+from torch import nn
+
+from models.operations import OPS, DilatedDepthwiseConv2d, FactorizedReduce, Identity, Zero, drop_path, make_op
 
 
 def test_ops_table_matches_primitives():
@@ -57,3 +59,26 @@ def test_drop_path():
     assert bool((kept | dropped).all())              # whole samples, never parts
     assert 0 < int(dropped.sum()) < 64
     assert torch.allclose(out[kept], x[kept] / 0.75)  # survivors rescaled
+
+
+@pytest.mark.parametrize("kernel", [3, 5])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("size", [8, 9])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_dilated_depthwise_conv_equals_the_plain_dilated_conv(kernel, stride, size, channels_last):
+    torch.manual_seed(0)
+    conv = DilatedDepthwiseConv2d(4, 4, kernel, stride, padding=kernel - 1, dilation=2, groups=4, bias=False).double()
+    x = torch.randn(3, 4, size, size, dtype=torch.float64)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    expected = nn.functional.conv2d(x, conv.weight, None, stride, kernel - 1, 2, 4)
+    got = conv(x)
+    assert got.shape == expected.shape
+    assert torch.allclose(got, expected, atol=1e-12)
+    upstream = torch.randn_like(expected)
+    gx, gw = torch.autograd.grad(expected, (x, conv.weight), upstream)
+    hx, hw = torch.autograd.grad(got, (x, conv.weight), upstream)
+    assert torch.allclose(hx, gx, atol=1e-12) and torch.allclose(hw, gw, atol=1e-12)
+    if channels_last:
+        assert got.is_contiguous(memory_format=torch.channels_last)
