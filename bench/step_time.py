@@ -1,10 +1,11 @@
 """Step cost of every mode's search step on one machine, side by side in one process.
 
-    python bench/step_time.py DATA_DIR [--steps 20] [--warmup 5] [--device cpu]
+    python bench/step_time.py DATA_DIR [--steps 20] [--warmup 5] [--device cpu] [--skip_darts]
 
 DATA_DIR: an ImageFolder root with train/ (e.g. shared/data/cifar10-subset); images are used at
 32x32. Setting of the issue: C=8, 5 layers, batch 32, torch threads 2 on CPU. Prints, per mode, the
-median seconds per step over --steps steps after --warmup, the ratio to ista_single_nor, and the
+median seconds per step over --steps steps after --warmup (rows interleaved step by step), the
+ratio to ista_single_nor, and the
 achieved GFLOP/s (FLOPs of one step counted by torch.utils.flop_counter, forward and backward).
 """
 from __future__ import annotations
@@ -54,25 +55,35 @@ def make_searcher(data_dir: str, mode_name: str, overrides: dict, device: torch.
     return searcher
 
 
-def time_mode(searcher, steps: int, warmup: int, device: torch.device) -> tuple[float, float]:
-    """Median seconds per step and FLOPs of one step."""
-    batches = iter(searcher.train_loader)
-    cached = [next(batches) for _ in range(4)]
-    times = []
+def time_modes(searchers: list, steps: int, warmup: int, device: torch.device) -> list[tuple[float, float]]:
+    """Median seconds per step and FLOPs of one step, per searcher.
+
+    The rows take their steps in turns (one step of each per round), so a slower or busier stretch
+    of the machine hits every row alike and the ratios stay fair.
+    """
+    cached = []
+    for searcher in searchers:
+        batches = iter(searcher.train_loader)
+        cached.append([next(batches) for _ in range(4)])
+    times: list[list[float]] = [[] for _ in searchers]
     for i in range(warmup + steps):
-        x, y = cached[i % len(cached)]
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        searcher.train_step(x, y)
-        searcher.step += 1
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    with FlopCounterMode(display=False) as counter:
-        searcher.train_step(*cached[0])
-    return statistics.median(times), counter.get_total_flops()
+        for row, searcher in enumerate(searchers):
+            x, y = cached[row][i % len(cached[row])]
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            searcher.train_step(x, y)
+            searcher.step += 1
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times[row].append(time.perf_counter() - start)
+    results = []
+    for row, searcher in enumerate(searchers):
+        with FlopCounterMode(display=False) as counter:
+            searcher.train_step(*cached[row][0])
+        results.append((statistics.median(times[row]), counter.get_total_flops()))
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,18 +94,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--skip_darts", action="store_true", help="leave out the (slow) DARTS rows")
     args = parser.parse_args(argv)
     if not (Path(args.data_dir) / "train").is_dir():
         print(f"error: no ImageFolder train/ under '{args.data_dir}'", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    results = []
-    for mode, overrides in ROWS:
-        searcher = make_searcher(args.data_dir, mode, overrides, device)
-        seconds, flops = time_mode(searcher, args.steps, args.warmup, device)
-        label = mode + "".join(f" {k}={v}" for k, v in overrides.items())
-        results.append((label, seconds, flops))
+    rows = [(mode, overrides) for mode, overrides in ROWS if not (args.skip_darts and mode.startswith("darts"))]
+    searchers = [make_searcher(args.data_dir, mode, overrides, device) for mode, overrides in rows]
+    timed = time_modes(searchers, args.steps, args.warmup, device)
+    results = [(mode + "".join(f" {k}={v}" for k, v in overrides.items()), seconds, flops)
+               for (mode, overrides), (seconds, flops) in zip(rows, timed)]
     base = results[1][1]  # ista_single_nor in the default layout
     print(f"{'mode':<32} {'s/step':>8} {'x nor':>7} {'GFLOP/step':>11} {'GFLOP/s':>8}")
     for label, seconds, flops in results:
