@@ -1,12 +1,12 @@
 """Step cost of every mode's search step on one machine, side by side in one process.
 
-    python bench/step_time.py DATA_DIR [--steps 20] [--warmup 5] [--device cpu] [--skip_darts]
+    python bench/step_time.py DATA_DIR [--steps 20] [--warmup 5] [--device cpu] [--block 5] [--skip_darts]
 
 DATA_DIR: an ImageFolder root with train/ (e.g. shared/data/cifar10-subset); images are used at
 32x32. Setting of the issue: C=8, 5 layers, batch 32, torch threads 2 on CPU. Prints, per mode, the
-median seconds per step over --steps steps after --warmup (rows interleaved step by step), the
-ratio to ista_single_nor, and the
-achieved GFLOP/s (FLOPs of one step counted by torch.utils.flop_counter, forward and backward).
+median seconds per step over --steps steps after --warmup (rows take turns in blocks of --block
+steps), the ratio to ista_single_nor, and the achieved GFLOP/s (FLOPs of one step counted by
+torch.utils.flop_counter, forward and backward).
 """
 from __future__ import annotations
 
@@ -55,29 +55,35 @@ def make_searcher(data_dir: str, mode_name: str, overrides: dict, device: torch.
     return searcher
 
 
-def time_modes(searchers: list, steps: int, warmup: int, device: torch.device) -> list[tuple[float, float]]:
+def time_modes(searchers: list, steps: int, warmup: int, device: torch.device,
+               block: int = 5) -> list[tuple[float, float]]:
     """Median seconds per step and FLOPs of one step, per searcher.
 
-    The rows take their steps in turns (one step of each per round), so a slower or busier stretch
-    of the machine hits every row alike and the ratios stay fair.
+    The rows take turns in blocks of `block` consecutive steps, so a slower or busier stretch of
+    the machine hits every row alike; the first step of each block is not timed, since it runs
+    on caches the previous row (a DARTS supernet is 50x bigger) has just evicted, which a real
+    run never does.
     """
     cached = []
     for searcher in searchers:
         batches = iter(searcher.train_loader)
         cached.append([next(batches) for _ in range(4)])
     times: list[list[float]] = [[] for _ in searchers]
-    for i in range(warmup + steps):
+    done = [0 for _ in searchers]
+    while min(len(t) for t in times) < steps:
         for row, searcher in enumerate(searchers):
-            x, y = cached[row][i % len(cached[row])]
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            searcher.train_step(x, y)
-            searcher.step += 1
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            if i >= warmup:
-                times[row].append(time.perf_counter() - start)
+            for j in range(block):
+                x, y = cached[row][done[row] % len(cached[row])]
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                searcher.train_step(x, y)
+                searcher.step += 1
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                done[row] += 1
+                if done[row] > warmup and j > 0 and len(times[row]) < steps:
+                    times[row].append(time.perf_counter() - start)
     results = []
     for row, searcher in enumerate(searchers):
         with FlopCounterMode(display=False) as counter:
@@ -94,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--block", type=int, default=5, help="consecutive steps per row per turn (>= 2)")
     parser.add_argument("--skip_darts", action="store_true", help="leave out the (slow) DARTS rows")
     args = parser.parse_args(argv)
     if not (Path(args.data_dir) / "train").is_dir():
@@ -103,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     rows = [(mode, overrides) for mode, overrides in ROWS if not (args.skip_darts and mode.startswith("darts"))]
     searchers = [make_searcher(args.data_dir, mode, overrides, device) for mode, overrides in rows]
-    timed = time_modes(searchers, args.steps, args.warmup, device)
+    timed = time_modes(searchers, args.steps, args.warmup, device, max(2, args.block))
     results = [(mode + "".join(f" {k}={v}" for k, v in overrides.items()), seconds, flops)
                for (mode, overrides), (seconds, flops) in zip(rows, timed)]
     base = results[1][1]  # ista_single_nor in the default layout
