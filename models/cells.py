@@ -21,6 +21,37 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+class Activations:
+    """relu(x) computed once per tensor during one network forward.
+
+    Several ops start with a ReLU of the same state (both preprocessors of a cell read the stem or
+    a cell output that the next cell reads again; nodes share inputs); each would otherwise store
+    its own copy for backward and run its own ReLU backward.
+    """
+
+    def __init__(self):
+        self._seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def relu(self, x: torch.Tensor) -> torch.Tensor:
+        """The cached relu(x) (keyed by identity; x is held so its id cannot be reused)."""
+        hit = self._seen.get(id(x))
+        if hit is None or hit[0] is not x:
+            hit = (x, torch.relu(x))
+            self._seen[id(x)] = hit
+        return hit[1]
+
+    def run(self, op: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """op(x), reusing relu(x) when the op starts with a ReLU."""
+        if getattr(op, "relu_first", False):
+            return op(self.relu(x), activated=True)
+        return op(x)
+
+
+def _accumulate(total: torch.Tensor | None, out: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """total + weight * out in one pass (addcmul), weight a 0-d tensor."""
+    return out * weight if total is None else torch.addcmul(total, out, weight)
+
+
 def make_preprocess(c_pp: int, c_p: int, c: int, reduction_prev: bool, affine: bool) -> tuple[nn.Module, nn.Module]:
     """The two input adapters of a cell: bring both previous outputs to C channels and one resolution."""
     pre0 = FactorizedReduce(c_pp, c, affine) if reduction_prev else ReLUConvBN(c_pp, c, 1, 1, 0, affine)
@@ -59,20 +90,23 @@ class SearchCell(nn.Module):
                 self.edges.append(MixedEdge(c, stride, primitives, affine, pool_bn))
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor,
-                active: Sequence[Sequence[int]], drop_prob: float = 0.0) -> torch.Tensor:
-        """weights: [n_edges, n_ops]; active[e]: the op indices of edge e to evaluate (host ints)."""
-        states = [self.preprocess0(s0), self.preprocess1(s1)]
+                active: Sequence[Sequence[int]], drop_prob: float = 0.0,
+                acts: Activations | None = None) -> torch.Tensor:
+        """weights: [n_edges, n_ops]; active[e]: the op indices of edge e to evaluate (host ints);
+        `acts` shares ReLUs of the inputs with the rest of the network's forward."""
+        acts = acts if acts is not None else Activations()
+        states = [acts.run(self.preprocess0, s0), acts.run(self.preprocess1, s1)]
         offset = 0
         for node in range(self.steps):
             total = None
             for j in range(node + 2):
                 e = offset + j
                 for k in active[e]:
-                    out = self.edges[e].ops[k](states[j])
-                    if self.training and drop_prob > 0 and not isinstance(self.edges[e].ops[k], Identity):
+                    op = self.edges[e].ops[k]
+                    out = acts.run(op, states[j])
+                    if self.training and drop_prob > 0 and not isinstance(op, Identity):
                         out = drop_path(out, drop_prob)
-                    out = weights[e, k] * out
-                    total = out if total is None else total + out
+                    total = _accumulate(total, out, weights[e, k])
             if total is None:
                 raise RuntimeError(f"node {node} of a cell has no active operation")
             states.append(total)
@@ -98,16 +132,17 @@ class Cell(nn.Module):
         # 1.0 for networks trained from scratch; the learned ISTA coefficients for derived models.
         self.register_buffer("op_scale", torch.ones(len(gene)))
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
-        states = [self.preprocess0(s0), self.preprocess1(s1)]
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0,
+                acts: Activations | None = None) -> torch.Tensor:
+        acts = acts if acts is not None else Activations()
+        states = [acts.run(self.preprocess0, s0), acts.run(self.preprocess1, s1)]
         for node in range(self.steps):
             total = None
             for k in (2 * node, 2 * node + 1):
-                out = self.ops[k](states[self.inputs[k]])
+                out = acts.run(self.ops[k], states[self.inputs[k]])
                 if self.training and drop_prob > 0 and not isinstance(self.ops[k], Identity):
                     out = drop_path(out, drop_prob)
-                out = self.op_scale[k] * out
-                total = out if total is None else total + out
+                total = _accumulate(total, out, self.op_scale[k])
             states.append(total)
         return torch.cat([states[i] for i in self.concat], dim=1)
 

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from models.cells import AuxiliaryHead, Cell, Normalize, Stem, aux_channels, cell_plan
+from models.cells import Activations, AuxiliaryHead, Cell, Normalize, Stem, aux_channels, cell_plan
 from models.genotypes import Genotype, genotype_from_dict
 
 
@@ -40,9 +40,9 @@ class Network(nn.Module):
     def forward_with_aux(self, x: torch.Tensor, with_aux: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits and, in training mode with an auxiliary head (and `with_aux`), the auxiliary logits."""
         s0, s1 = self.stem(self.normalize(x).contiguous(memory_format=self.memory_format))
-        aux = None
+        aux, acts = None, Activations()
         for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            s0, s1 = s1, cell(s0, s1, self.drop_path_prob, acts)
             if i == self.aux_index and self.aux_head is not None and self.training and with_aux:
                 aux = self.aux_head(s1)
         return self.classifier(self.global_pool(s1).flatten(1)), aux

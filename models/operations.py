@@ -7,7 +7,21 @@ import torch
 from torch import nn
 
 
-class ReLUConvBN(nn.Module):
+class ReluFirst(nn.Module):
+    """An op whose first layer is a ReLU. A cell that feeds one state to several such ops computes
+    relu(state) once and calls `op(relu_state, activated=True)` (see models.cells.Activations)."""
+
+    relu_first = True
+
+    def forward(self, x: torch.Tensor, activated: bool = False) -> torch.Tensor:
+        """activated=True: x already went through this op's ReLU."""
+        for i, layer in enumerate(self.op):
+            if i or not activated:
+                x = layer(x)
+        return x
+
+
+class ReLUConvBN(ReluFirst):
     """ReLU, k x k conv, BatchNorm: the cell preprocessing block (1x1) of DARTS."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int, affine: bool = True):
@@ -18,43 +32,79 @@ class ReLUConvBN(nn.Module):
             nn.BatchNorm2d(c_out, affine=affine),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.op(x)
+
+def layout_of(x: torch.Tensor) -> torch.memory_format:
+    """channels_last if `x` is laid out NHWC, else the default (NCHW) format."""
+    return torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) \
+        else torch.contiguous_format
+
+
+class _SubGrid(torch.autograd.Function):
+    """x[:, :, ::step, ::step] as a compact tensor whose gradient keeps the input's layout.
+
+    Autograd's own slice backward scatters into a fresh NCHW tensor, so in a channels_last network
+    every op upstream of a strided slice would receive mixed-layout gradients and take oneDNN's
+    slow conversion paths (3-8x slower ReLU/BN/conv backward, measured on CPU).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, step: int) -> torch.Tensor:
+        ctx.shape, ctx.step, ctx.layout = x.shape, step, layout_of(x)
+        return x[:, :, ::step, ::step].contiguous(memory_format=ctx.layout)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        full = grad.new_zeros(ctx.shape).contiguous(memory_format=ctx.layout)
+        full[:, :, ::ctx.step, ::ctx.step] = grad
+        return full, None
+
+
+def sub_grid(x: torch.Tensor, step: int) -> torch.Tensor:
+    """Every `step`-th row and column of x (from the first), layout kept in forward and backward."""
+    return _SubGrid.apply(x, step)
+
+
+def _fold_nhwc(x: torch.Tensor, d: int) -> torch.Tensor:
+    """[B, C, H, W] -> [B*d*d, C, H/d, W/d] channels_last: the d x d interleaved sub-grids as a batch."""
+    b, c, h, w = x.shape
+    nhwc = x.permute(0, 2, 3, 1).reshape(b, h // d, d, w // d, d, c)  # a view for channels_last input
+    return nhwc.permute(0, 2, 4, 1, 3, 5).reshape(b * d * d, h // d, w // d, c).permute(0, 3, 1, 2)
+
+
+def _unfold_nhwc(y: torch.Tensor, b: int, d: int) -> torch.Tensor:
+    """Inverse of `_fold_nhwc` for a channels_last y: [B*d*d, C, h, w] -> [B, C, h*d, w*d] channels_last."""
+    _, c, h, w = y.shape
+    nhwc = y.permute(0, 2, 3, 1).reshape(b, d, d, h, w, c)
+    return nhwc.permute(0, 3, 1, 4, 2, 5).reshape(b, h * d, w * d, c).permute(0, 3, 1, 2)
 
 
 class DilatedDepthwiseConv2d(nn.Conv2d):
     """A depthwise conv with dilation d, run as plain (undilated) convs on the input's d x d sub-grids.
 
     A kernel dilated by d only combines pixels whose coordinates agree modulo d, so the conv is an
-    undilated conv on each interleaved sub-grid, and at stride d only one sub-grid is needed. Same
-    weights and results (exact up to float summation order); on CPU the undilated kernels are 1.3-6x
-    faster forward + backward (oneDNN's dilated depthwise backward is its slowest conv path).
+    undilated conv on each interleaved sub-grid, with padding p / d, and at stride d only the first
+    sub-grid is needed. Same weights and results (exact up to float summation order); on CPU the
+    undilated kernels are 2-6x faster forward + backward (oneDNN's dilated depthwise backward is its
+    slowest conv path). The sub-grids are gathered in NHWC order, so a channels_last network keeps
+    one layout for activations and gradients.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         d, s, p = self.dilation, self.stride, self.padding
         if isinstance(p, str) or self.padding_mode != "zeros" or d[0] != d[1] or s[0] != s[1] or p[0] != p[1] \
-                or d[0] == 1:
+                or d[0] == 1 or p[0] % d[0]:
             return super().forward(x)
-        d, s, p = d[0], s[0], p[0]
-        layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-        if s == d:  # stride d keeps exactly the outputs that read the (0, 0) sub-grid
-            grid = nn.functional.pad(x, (p, p, p, p))[:, :, ::d, ::d].contiguous(memory_format=layout)
-            return nn.functional.conv2d(grid, self.weight, self.bias, 1, 0, 1, self.groups)
-        b, c, h, w = x.shape
-        hp, wp = h + 2 * p, w + 2 * p
-        if s != 1 or x.device.type != "cpu" or hp % d or wp % d:
+        d, s, q = d[0], s[0], p[0] // d[0]
+        if s == d:  # stride d keeps exactly the outputs that read the first sub-grid
+            return nn.functional.conv2d(sub_grid(x, d), self.weight, self.bias, 1, q, 1, self.groups)
+        b, _, h, w = x.shape
+        if s != 1 or x.device.type != "cpu" or h % d or w % d:
             return super().forward(x)  # GPU kernels handle dilation well; no gain to buy with copies
-        padded = nn.functional.pad(x, (p, p, p, p))
-        grids = padded.reshape(b, c, hp // d, d, wp // d, d).permute(0, 3, 5, 1, 2, 4)
-        grids = grids.reshape(b * d * d, c, hp // d, wp // d).contiguous(memory_format=layout)
-        y = nn.functional.conv2d(grids, self.weight, self.bias, 1, 0, 1, self.groups)
-        ho, wo = y.shape[-2:]
-        y = y.reshape(b, d, d, c, ho, wo).permute(0, 3, 4, 1, 5, 2).reshape(b, c, ho * d, wo * d)
-        return y.contiguous(memory_format=layout)
+        y = nn.functional.conv2d(_fold_nhwc(x, d), self.weight, self.bias, 1, q, 1, self.groups)
+        return _unfold_nhwc(y, b, d).contiguous(memory_format=layout_of(x))
 
 
-class DilConv(nn.Module):
+class DilConv(ReluFirst):
     """ReLU, depthwise dilated k x k conv, pointwise conv, BatchNorm."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int, dilation: int,
@@ -67,11 +117,8 @@ class DilConv(nn.Module):
             nn.BatchNorm2d(c_out, affine=affine),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.op(x)
 
-
-class SepConv(nn.Module):
+class SepConv(ReluFirst):
     """Two stacked depthwise-separable blocks; only the first one strides."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int, affine: bool = True):
@@ -82,14 +129,11 @@ class SepConv(nn.Module):
             nn.Conv2d(c_in, c_in, kernel, stride, padding, groups=c_in, bias=False),
             nn.Conv2d(c_in, c_in, 1, bias=False),
             nn.BatchNorm2d(c_in, affine=affine),
-            nn.ReLU(inplace=False),
+            nn.ReLU(inplace=True),  # on the BN output, which nothing else reads (BN's backward needs its input)
             nn.Conv2d(c_in, c_in, kernel, 1, padding, groups=c_in, bias=False),
             nn.Conv2d(c_in, c_out, 1, bias=False),
             nn.BatchNorm2d(c_out, affine=affine),
         )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.op(x)
 
 
 class Identity(nn.Module):
@@ -109,10 +153,36 @@ class Zero(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride == 1:
             return x.mul(0.0)
-        return x[:, :, :: self.stride, :: self.stride].mul(0.0)
+        return sub_grid(x, self.stride).mul(0.0)
 
 
-class FactorizedReduce(nn.Module):
+class _TwoSubGrids(torch.autograd.Function):
+    """[B, C, H, W] (H, W even) -> [B, 2C, H/2, W/2]: the even-even pixels, then the odd-odd ones.
+
+    Gathered in NHWC order with one copy; the backward scatters into a zero tensor of the input's
+    layout. Runs FactorizedReduce's two strided 1x1 convs as one grouped stride-1 conv: oneDNN's
+    stride-2 1x1 backward is several times slower, and slicing would hand NCHW gradients upstream.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        ctx.shape, ctx.layout = x.shape, layout_of(x)
+        cells = x.permute(0, 2, 3, 1).reshape(b, h // 2, 2, w // 2, 2, c)
+        grids = torch.cat([cells[:, :, 0, :, 0], cells[:, :, 1, :, 1]], dim=-1)
+        return grids.permute(0, 3, 1, 2).contiguous(memory_format=ctx.layout)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        b, c, h, w = ctx.shape
+        full = grad.new_zeros((b, h // 2, 2, w // 2, 2, c))
+        g = grad.permute(0, 2, 3, 1)
+        full[:, :, 0, :, 0] = g[..., :c]
+        full[:, :, 1, :, 1] = g[..., c:]
+        return full.reshape(b, h, w, c).permute(0, 3, 1, 2).contiguous(memory_format=ctx.layout)
+
+
+class FactorizedReduce(ReluFirst):
     """Halve the resolution without losing pixels: two offset 1x1 stride-2 convs, concatenated."""
 
     def __init__(self, c_in: int, c_out: int, affine: bool = True):
@@ -124,10 +194,17 @@ class FactorizedReduce(nn.Module):
         self.conv_2 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=False)
         self.bn = nn.BatchNorm2d(c_out, affine=affine)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(x)
-        # The shifted second path sees the odd pixels; padding keeps odd-sized inputs aligned.
-        shifted = nn.functional.pad(x[:, :, 1:, 1:], (0, 1, 0, 1))
+    def forward(self, x: torch.Tensor, activated: bool = False) -> torch.Tensor:
+        """conv_1 on the even-even pixels, conv_2 on the odd-odd ones (zero beyond an odd border)."""
+        if not activated:
+            x = self.relu(x)
+        _, _, h, w = x.shape
+        if h % 2 == 0 and w % 2 == 0:
+            weight = torch.cat([self.conv_1.weight, self.conv_2.weight], dim=0)
+            return self.bn(nn.functional.conv2d(_TwoSubGrids.apply(x), weight, groups=2))
+        # Odd sizes: shift by one (a negative pad crops the first row and column, a zero one keeps
+        # the sizes aligned); unlike slicing, pad's backward keeps the layout.
+        shifted = nn.functional.pad(x, (-1, 1, -1, 1))
         return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
 
 

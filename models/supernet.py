@@ -6,7 +6,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from models.cells import AuxiliaryHead, Normalize, SearchCell, Stem, aux_channels, cell_plan
+from models.cells import Activations, AuxiliaryHead, Normalize, SearchCell, Stem, aux_channels, cell_plan
 from models.genotypes import Genotype
 
 
@@ -91,12 +91,12 @@ class Supernet(nn.Module):
         w_normal, w_reduce = self.mixing_weights()
         a_normal, a_reduce = self.active_ops()
         s0, s1 = self.stem(self.normalize(x).contiguous(memory_format=self.memory_format))
-        aux = None
+        aux, acts = None, Activations()
         for i, cell in enumerate(self.cells):
             if cell.reduction:
-                s0, s1 = s1, cell(s0, s1, w_reduce, a_reduce, self.drop_path_prob)
+                s0, s1 = s1, cell(s0, s1, w_reduce, a_reduce, self.drop_path_prob, acts)
             else:
-                s0, s1 = s1, cell(s0, s1, w_normal, a_normal, self.drop_path_prob)
+                s0, s1 = s1, cell(s0, s1, w_normal, a_normal, self.drop_path_prob, acts)
             if i == self.aux_index and self.aux_head is not None and self.training and with_aux:
                 aux = self.aux_head(s1)
         return self.classifier(self.global_pool(s1).flatten(1)), aux

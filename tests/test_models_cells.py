@@ -73,3 +73,40 @@ def test_search_cell_node_without_active_op_raises():
     active = [[0], [], [], [], []]   # node 1 (edges 2..4) has nothing to compute
     with pytest.raises(RuntimeError):
         cell(x, x, torch.ones(5, len(PRIMITIVES_ISTA)), active)
+
+
+def test_shared_relus_run_once_per_tensor_and_leave_outputs_unchanged():
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from models.cells import Activations
+    from models.genotypes import DARTS_V2
+    from models.network import Network
+
+    class CountRelu(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.calls += func in (torch.ops.aten.relu.default, torch.ops.aten.relu_.default)
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    net = Network(DARTS_V2, 4, 3, 3).double().eval()
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    unshared = Activations.run
+    try:  # the same network without sharing: every op applies its own ReLU
+        Activations.run = lambda self, op, t: op(t)
+        with CountRelu() as counter:
+            want = net(x)
+        separate = counter.calls
+    finally:
+        Activations.run = unshared
+    with CountRelu() as counter:
+        got = net(x)
+    assert torch.allclose(got, want, atol=1e-12)
+    # the stem output feeds both preprocessors of cell 0 (and cell 1's preprocess0): ReLU'd once
+    assert counter.calls < separate
+    acts = Activations()
+    t = torch.randn(3)
+    assert acts.relu(t) is acts.relu(t)

@@ -82,3 +82,74 @@ def test_dilated_depthwise_conv_equals_the_plain_dilated_conv(kernel, stride, si
     assert torch.allclose(hx, gx, atol=1e-12) and torch.allclose(hw, gw, atol=1e-12)
     if channels_last:
         assert got.is_contiguous(memory_format=torch.channels_last)
+
+
+def _reference_factorized_reduce(op: FactorizedReduce, x: torch.Tensor) -> torch.Tensor:
+    """The DARTS definition: conv_1 on the even pixels, conv_2 on the odd ones, zero-padded at odd borders."""
+    x = torch.relu(x)
+    shifted = nn.functional.pad(x[:, :, 1:, 1:], (0, 1, 0, 1))
+    y = torch.cat([nn.functional.conv2d(x, op.conv_1.weight, stride=2),
+                   nn.functional.conv2d(shifted, op.conv_2.weight, stride=2)], dim=1)
+    return op.bn(y)
+
+
+@pytest.mark.parametrize("size", [8, 7])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_factorized_reduce_matches_the_darts_definition(size, channels_last):
+    torch.manual_seed(0)
+    op = FactorizedReduce(3, 6).double()
+    x = torch.randn(4, 3, size, size, dtype=torch.float64)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    params = [op.conv_1.weight, op.conv_2.weight, op.bn.weight]
+    got, want = op(x), _reference_factorized_reduce(op, x)
+    assert torch.allclose(got, want, atol=1e-12)
+    upstream = torch.randn_like(want)
+    for g, h in zip(torch.autograd.grad(got, [x] + params, upstream), torch.autograd.grad(want, [x] + params, upstream)):
+        assert torch.allclose(g, h, atol=1e-12)
+
+
+def _input_grad_layout(op: nn.Module, x: torch.Tensor) -> bool:
+    """Whether the gradient reaching op's input (behind a ReLU, as in a cell) is channels_last."""
+    seen = []
+    x = x.detach().requires_grad_(True)
+    r = torch.relu(x)
+    r.register_hook(lambda g: seen.append(g.is_contiguous(memory_format=torch.channels_last)))
+    op(r).sum().backward()
+    return seen[0]
+
+
+@pytest.mark.parametrize("name,stride", [("skip_connect", 2), ("dil_conv_3x3", 1), ("dil_conv_3x3", 2),
+                                         ("dil_conv_5x5", 2), ("sep_conv_3x3", 2), ("none", 2)])
+def test_strided_ops_hand_channels_last_gradients_upstream(name, stride):
+    # A mixed-layout gradient sends every upstream ReLU/BN/conv backward down a 3-8x slower path.
+    torch.manual_seed(0)
+    op = make_op(name, 8, stride).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 8, 8, 8).to(memory_format=torch.channels_last)
+    if name == "none":  # its gradient is zero but must still keep the layout
+        op = nn.Sequential(nn.Identity(), op)
+        x = x + 0
+    assert _input_grad_layout(op, x)
+
+
+def test_sub_grid_equals_slicing_forward_and_backward():
+    from models.operations import sub_grid
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 7, 6, dtype=torch.float64).to(memory_format=torch.channels_last).requires_grad_(True)
+    got, want = sub_grid(x, 2), x[:, :, ::2, ::2]
+    assert torch.equal(got, want) and got.is_contiguous(memory_format=torch.channels_last)
+    upstream = torch.randn_like(want)
+    g, = torch.autograd.grad(got, x, upstream)
+    h, = torch.autograd.grad(want, x, upstream)
+    assert torch.equal(g, h) and g.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("name,stride", [("sep_conv_3x3", 1), ("sep_conv_5x5", 2), ("dil_conv_3x3", 1),
+                                         ("dil_conv_5x5", 2), ("skip_connect", 2)])
+def test_an_activated_input_skips_the_ops_own_relu(name, stride):
+    torch.manual_seed(0)
+    op = make_op(name, 4, stride).double()
+    assert op.relu_first
+    x = torch.randn(2, 4, 8, 8, dtype=torch.float64)
+    assert torch.allclose(op(torch.relu(x), activated=True), op(x), atol=1e-12)
