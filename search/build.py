@@ -109,7 +109,10 @@ def build_loaders(data: DataSplits, ds: DatasetConfig, seed: int) -> dict:
     common = dict(seed=seed, workers=ds.workers, pin_memory=ds.pin)
     return {
         "train": BatchLoader(data.train, ds.batch_size, shuffle=True, drop_last=True, **common),
-        "val_stream": InfiniteBatches(BatchLoader(data.val, ds.batch_size, shuffle=True, drop_last=False, **common)),
+        # Full batches only, as DHA's FitSampler: a pass's leftover few images would otherwise make
+        # one hypergradient / architecture step in every pass a noisy small-batch one.
+        "val_stream": InfiniteBatches(BatchLoader(data.val, ds.batch_size, shuffle=True,
+                                                  drop_last=len(data.val) >= ds.batch_size, **common)),
         "val": BatchLoader(data.val, ds.batch_size, shuffle=False, drop_last=False, **common),
         "test": BatchLoader(data.test, ds.batch_size, shuffle=False, drop_last=False, **common),
     }
