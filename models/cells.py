@@ -6,7 +6,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from models.operations import FactorizedReduce, Identity, ReLUConvBN, drop_path, make_op
+from models.batchnorm import BatchNorm2d
+from models.operations import FactorizedReduce, Identity, ReLUConvBN, WholeInputConv2d, drop_path, make_op
 
 
 class Normalize(nn.Module):
@@ -68,7 +69,7 @@ class MixedEdge(nn.Module):
             op = make_op(name, channels, stride, affine)
             if pool_bn and "pool" in name:
                 # DARTS normalises pool outputs so their scale is comparable to the conv ops'.
-                op = nn.Sequential(op, nn.BatchNorm2d(channels, affine=False))
+                op = nn.Sequential(op, BatchNorm2d(channels, affine=False))
             ops.append(op)
         self.ops = nn.ModuleList(ops)
 
@@ -156,10 +157,10 @@ class AuxiliaryHead(nn.Module):
             nn.ReLU(inplace=False),
             nn.AdaptiveAvgPool2d(2),
             nn.Conv2d(channels, 128, 1, bias=False),
-            nn.BatchNorm2d(128),
+            BatchNorm2d(128),
             nn.ReLU(inplace=False),
-            nn.Conv2d(128, 768, 2, bias=False),
-            nn.BatchNorm2d(768),
+            WholeInputConv2d(128, 768, 2, bias=False),  # its input is always 2x2
+            BatchNorm2d(768),
             nn.ReLU(inplace=False),
         )
         self.classifier = nn.Linear(768, num_classes)
@@ -180,22 +181,22 @@ class Stem(nn.Module):
             self.out_channels = stem_multiplier * c
             self.stem0 = nn.Sequential(
                 nn.Conv2d(in_channels, self.out_channels, 3, padding=1, bias=False),
-                nn.BatchNorm2d(self.out_channels),
+                BatchNorm2d(self.out_channels),
             )
             self.stem1 = None
         else:
             self.out_channels = c
             self.stem0 = nn.Sequential(
                 nn.Conv2d(in_channels, c // 2, 3, stride=2, padding=1, bias=False),
-                nn.BatchNorm2d(c // 2),
+                BatchNorm2d(c // 2),
                 nn.ReLU(inplace=True),
                 nn.Conv2d(c // 2, c, 3, stride=2, padding=1, bias=False),
-                nn.BatchNorm2d(c),
+                BatchNorm2d(c),
             )
             self.stem1 = nn.Sequential(
                 nn.ReLU(inplace=True),
                 nn.Conv2d(c, c, 3, stride=2, padding=1, bias=False),
-                nn.BatchNorm2d(c),
+                BatchNorm2d(c),
             )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

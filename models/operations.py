@@ -6,6 +6,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from models.batchnorm import BatchNorm2d
+
 
 class ReluFirst(nn.Module):
     """An op whose first layer is a ReLU. A cell that feeds one state to several such ops computes
@@ -29,7 +31,7 @@ class ReLUConvBN(ReluFirst):
         self.op = nn.Sequential(
             nn.ReLU(inplace=False),
             nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
-            nn.BatchNorm2d(c_out, affine=affine),
+            BatchNorm2d(c_out, affine=affine),
         )
 
 
@@ -104,6 +106,18 @@ class DilatedDepthwiseConv2d(nn.Conv2d):
         return _unfold_nhwc(y, b, d).contiguous(memory_format=layout_of(x))
 
 
+class WholeInputConv2d(nn.Conv2d):
+    """A conv whose kernel covers its whole (unpadded) input, e.g. the auxiliary head's 2x2 on a 2x2
+    map: computed as the one matrix product it is (4-7x faster than oneDNN's conv on CPU)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[-2:]) != tuple(self.kernel_size) or self.groups != 1 or self.padding_mode != "zeros" \
+                or isinstance(self.padding, str) or any(self.padding):
+            return super().forward(x)
+        y = nn.functional.linear(x.flatten(1), self.weight.flatten(1), self.bias)
+        return y[:, :, None, None]
+
+
 class DilConv(ReluFirst):
     """ReLU, depthwise dilated k x k conv, pointwise conv, BatchNorm."""
 
@@ -114,7 +128,7 @@ class DilConv(ReluFirst):
             nn.ReLU(inplace=False),
             DilatedDepthwiseConv2d(c_in, c_in, kernel, stride, padding, dilation=dilation, groups=c_in, bias=False),
             nn.Conv2d(c_in, c_out, 1, bias=False),
-            nn.BatchNorm2d(c_out, affine=affine),
+            BatchNorm2d(c_out, affine=affine),
         )
 
 
@@ -128,11 +142,11 @@ class SepConv(ReluFirst):
             nn.ReLU(inplace=False),
             nn.Conv2d(c_in, c_in, kernel, stride, padding, groups=c_in, bias=False),
             nn.Conv2d(c_in, c_in, 1, bias=False),
-            nn.BatchNorm2d(c_in, affine=affine),
+            BatchNorm2d(c_in, affine=affine),
             nn.ReLU(inplace=True),  # on the BN output, which nothing else reads (BN's backward needs its input)
             nn.Conv2d(c_in, c_in, kernel, 1, padding, groups=c_in, bias=False),
             nn.Conv2d(c_in, c_out, 1, bias=False),
-            nn.BatchNorm2d(c_out, affine=affine),
+            BatchNorm2d(c_out, affine=affine),
         )
 
 
@@ -192,7 +206,7 @@ class FactorizedReduce(ReluFirst):
         self.relu = nn.ReLU(inplace=False)
         self.conv_1 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=False)
         self.conv_2 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=False)
-        self.bn = nn.BatchNorm2d(c_out, affine=affine)
+        self.bn = BatchNorm2d(c_out, affine=affine)
 
     def forward(self, x: torch.Tensor, activated: bool = False) -> torch.Tensor:
         """conv_1 on the even-even pixels, conv_2 on the odd-odd ones (zero beyond an odd border)."""

@@ -153,3 +153,23 @@ def test_an_activated_input_skips_the_ops_own_relu(name, stride):
     assert op.relu_first
     x = torch.randn(2, 4, 8, 8, dtype=torch.float64)
     assert torch.allclose(op(torch.relu(x), activated=True), op(x), atol=1e-12)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_whole_input_conv_is_the_plain_conv(channels_last):
+    from models.operations import WholeInputConv2d
+    torch.manual_seed(0)
+    conv = WholeInputConv2d(6, 5, 2, bias=True).double()
+    x = torch.randn(3, 6, 2, 2, dtype=torch.float64)
+    if channels_last:
+        conv, x = conv.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    got = conv(x)
+    want = nn.functional.conv2d(x, conv.weight, conv.bias)
+    assert got.shape == want.shape == (3, 5, 1, 1) and torch.allclose(got, want, atol=1e-12)
+    upstream = torch.randn_like(want)
+    for g, h in zip(torch.autograd.grad(got, (x, conv.weight, conv.bias), upstream),
+                    torch.autograd.grad(want, (x, conv.weight, conv.bias), upstream)):
+        assert torch.allclose(g, h, atol=1e-12)
+    bigger = torch.randn(1, 6, 3, 3, dtype=torch.float64)  # any other input size: the ordinary conv
+    assert torch.allclose(conv(bigger), nn.functional.conv2d(bigger, conv.weight, conv.bias), atol=1e-12)
