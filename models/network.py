@@ -9,6 +9,7 @@ from torch import nn
 
 from models.cells import Activations, AuxiliaryHead, Cell, Normalize, Stem, aux_channels, cell_plan
 from models.genotypes import Genotype, genotype_from_dict
+from models.operations import global_avg_pool
 
 
 class Network(nn.Module):
@@ -34,7 +35,6 @@ class Network(nn.Module):
             self.cells.append(Cell(gene, concat, c_pp, c_p, c, reduction, reduction_prev))
         self.aux_index = 2 * layers // 3
         self.aux_head = AuxiliaryHead(aux_channels(plan, layers, len(genotype.normal_concat)), num_classes) if auxiliary else None
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(len(genotype.normal_concat) * plan[-1][2], num_classes)
 
     def forward_with_aux(self, x: torch.Tensor, with_aux: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -45,7 +45,7 @@ class Network(nn.Module):
             s0, s1 = s1, cell(s0, s1, self.drop_path_prob, acts)
             if i == self.aux_index and self.aux_head is not None and self.training and with_aux:
                 aux = self.aux_head(s1)
-        return self.classifier(self.global_pool(s1).flatten(1)), aux
+        return self.classifier(global_avg_pool(s1)), aux
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [N, C, H, W] float in [0, 1] -> logits [N, num_classes]."""

@@ -41,6 +41,26 @@ def layout_of(x: torch.Tensor) -> torch.memory_format:
         else torch.contiguous_format
 
 
+class _GlobalAvgPool(torch.autograd.Function):
+    """Mean over H, W whose gradient keeps the input's layout (autograd's own expands to NCHW, which
+    would send the whole last cell of a channels_last network down the slow mixed-layout paths)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.shape, ctx.layout = x.shape, layout_of(x)
+        return x.mean((2, 3))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        n, c, h, w = ctx.shape
+        return (grad / (h * w))[:, :, None, None].expand(n, c, h, w).contiguous(memory_format=ctx.layout)
+
+
+def global_avg_pool(x: torch.Tensor) -> torch.Tensor:
+    """[N, C, H, W] -> [N, C], the mean over all positions."""
+    return _GlobalAvgPool.apply(x) if x.requires_grad else x.mean((2, 3))
+
+
 class _SubGrid(torch.autograd.Function):
     """x[:, :, ::step, ::step] as a compact tensor whose gradient keeps the input's layout.
 
@@ -56,7 +76,7 @@ class _SubGrid(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        full = grad.new_zeros(ctx.shape).contiguous(memory_format=ctx.layout)
+        full = torch.empty(ctx.shape, dtype=grad.dtype, device=grad.device, memory_format=ctx.layout).zero_()
         full[:, :, ::ctx.step, ::ctx.step] = grad
         return full, None
 

@@ -8,6 +8,7 @@ from torch import nn
 
 from models.cells import Activations, AuxiliaryHead, Normalize, SearchCell, Stem, aux_channels, cell_plan
 from models.genotypes import Genotype
+from models.operations import global_avg_pool
 
 
 class Supernet(nn.Module):
@@ -39,7 +40,6 @@ class Supernet(nn.Module):
         )
         self.aux_index = 2 * layers // 3
         self.aux_head = AuxiliaryHead(aux_channels(plan, layers, steps), num_classes) if auxiliary else None
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(steps * plan[-1][2], num_classes)
 
     # --- what subclasses provide -------------------------------------------------------------
@@ -99,7 +99,7 @@ class Supernet(nn.Module):
                 s0, s1 = s1, cell(s0, s1, w_normal, a_normal, self.drop_path_prob, acts)
             if i == self.aux_index and self.aux_head is not None and self.training and with_aux:
                 aux = self.aux_head(s1)
-        return self.classifier(self.global_pool(s1).flatten(1)), aux
+        return self.classifier(global_avg_pool(s1)), aux
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [N, C, H, W] float in [0, 1] -> logits."""

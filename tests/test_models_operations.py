@@ -173,3 +173,15 @@ def test_whole_input_conv_is_the_plain_conv(channels_last):
         assert torch.allclose(g, h, atol=1e-12)
     bigger = torch.randn(1, 6, 3, 3, dtype=torch.float64)  # any other input size: the ordinary conv
     assert torch.allclose(conv(bigger), nn.functional.conv2d(bigger, conv.weight, conv.bias), atol=1e-12)
+
+
+def test_global_avg_pool_is_the_mean_and_keeps_the_gradient_layout():
+    from models.operations import global_avg_pool
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 3, 5, dtype=torch.float64).to(memory_format=torch.channels_last).requires_grad_(True)
+    y = global_avg_pool(x)
+    assert torch.allclose(y, x.mean((2, 3)))
+    upstream = torch.randn_like(y)
+    g, = torch.autograd.grad(y, x, upstream)
+    h, = torch.autograd.grad(x.mean((2, 3)), x, upstream)
+    assert torch.allclose(g, h) and g.is_contiguous(memory_format=torch.channels_last)
