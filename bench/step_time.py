@@ -1,12 +1,13 @@
 """Step cost of every mode's search step on one machine, side by side in one process.
 
-    python bench/step_time.py DATA_DIR [--steps 20] [--warmup 5] [--device cpu] [--block 5] [--skip_darts]
+    python bench/step_time.py DATA_DIR [--steps 24] [--warmup 5] [--device cpu] [--block 5] [--skip_darts]
 
 DATA_DIR: an ImageFolder root with train/ (e.g. shared/data/cifar10-subset); images are used at
 32x32. Setting of the issue: C=8, 5 layers, batch 32, torch threads 2 on CPU. Prints, per mode, the
 median seconds per step over --steps steps after --warmup (rows take turns in blocks of --block
-steps), the ratio to ista_single_nor, and the achieved GFLOP/s (FLOPs of one step counted by
-torch.utils.flop_counter, forward and backward).
+steps), the ratio to ista_single_nor (paired: taken within each turn, then the median over
+turns, so drift of a shared machine between turns cancels), and the achieved GFLOP/s (FLOPs of
+one step counted by torch.utils.flop_counter, forward and backward).
 """
 from __future__ import annotations
 
@@ -56,22 +57,24 @@ def make_searcher(data_dir: str, mode_name: str, overrides: dict, device: torch.
 
 
 def time_modes(searchers: list, steps: int, warmup: int, device: torch.device,
-               block: int = 5) -> list[tuple[float, float]]:
-    """Median seconds per step and FLOPs of one step, per searcher.
+               block: int = 5) -> list[tuple[float, list[float], float]]:
+    """Per searcher: median seconds per step, the median of each turn's block, FLOPs of one step.
 
     The rows take turns in blocks of `block` consecutive steps, so a slower or busier stretch of
     the machine hits every row alike; the first step of each block is not timed, since it runs
     on caches the previous row (a DARTS supernet is 50x bigger) has just evicted, which a real
-    run never does.
+    run never does. The per-turn block medians let ratios be taken turn by turn (paired).
     """
     cached = []
     for searcher in searchers:
         batches = iter(searcher.train_loader)
         cached.append([next(batches) for _ in range(4)])
     times: list[list[float]] = [[] for _ in searchers]
+    turns: list[list[float]] = [[] for _ in searchers]
     done = [0 for _ in searchers]
     while min(len(t) for t in times) < steps:
         for row, searcher in enumerate(searchers):
+            in_block = []
             for j in range(block):
                 x, y = cached[row][done[row] % len(cached[row])]
                 if device.type == "cuda":
@@ -82,21 +85,29 @@ def time_modes(searchers: list, steps: int, warmup: int, device: torch.device,
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 done[row] += 1
-                if done[row] > warmup and j > 0 and len(times[row]) < steps:
-                    times[row].append(time.perf_counter() - start)
+                if done[row] > warmup and j > 0:
+                    in_block.append(time.perf_counter() - start)
+            if in_block:
+                times[row].extend(in_block)
+                turns[row].append(statistics.median(in_block))
     results = []
     for row, searcher in enumerate(searchers):
         with FlopCounterMode(display=False) as counter:
             searcher.train_step(*cached[row][0])
-        results.append((statistics.median(times[row]), counter.get_total_flops()))
+        results.append((statistics.median(times[row]), turns[row], counter.get_total_flops()))
     return results
+
+
+def paired_ratio(turns: list[float], base_turns: list[float]) -> float:
+    """Median over turns of (this row's block median / the base row's block median in the same turn)."""
+    return statistics.median(a / b for a, b in zip(turns, base_turns))
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run every row, print the table and the summary line."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data_dir")
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=24)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
@@ -111,16 +122,17 @@ def main(argv: list[str] | None = None) -> int:
     rows = [(mode, overrides) for mode, overrides in ROWS if not (args.skip_darts and mode.startswith("darts"))]
     searchers = [make_searcher(args.data_dir, mode, overrides, device) for mode, overrides in rows]
     timed = time_modes(searchers, args.steps, args.warmup, device, max(2, args.block))
-    results = [(mode + "".join(f" {k}={v}" for k, v in overrides.items()), seconds, flops)
-               for (mode, overrides), (seconds, flops) in zip(rows, timed)]
-    base = results[1][1]  # ista_single_nor in the default layout
-    print(f"{'mode':<32} {'s/step':>8} {'x nor':>7} {'GFLOP/step':>11} {'GFLOP/s':>8}")
-    for label, seconds, flops in results:
-        print(f"{label:<32} {seconds:8.4f} {seconds / base:7.2f} {flops / 1e9:11.3f} {flops / 1e9 / seconds:8.2f}")
-    doal = dict((label, s) for label, s, _ in results)
-    print(f"summary: ista_single_doal {doal['ista_single_doal']:.3f} s/step, "
-          f"{doal['ista_single_doal'] / base:.2f}x ista_single_nor (every=1), "
-          f"{doal['ista_single_doal hpo.every=4'] / base:.2f}x (every=4), on {device} with {args.threads} threads")
+    base_turns = timed[1][1]  # ista_single_nor in the default layout
+    results = [(mode + "".join(f" {k}={v}" for k, v in overrides.items()), seconds, paired_ratio(turns, base_turns), flops)
+               for (mode, overrides), (seconds, turns, flops) in zip(rows, timed)]
+    print(f"{'mode':<36} {'s/step':>8} {'x nor':>7} {'GFLOP/step':>11} {'GFLOP/s':>8}")
+    for label, seconds, ratio, flops in results:
+        print(f"{label:<36} {seconds:8.4f} {ratio:7.2f} {flops / 1e9:11.3f} {flops / 1e9 / seconds:8.2f}")
+    by_label = {label: (seconds, ratio) for label, seconds, ratio, _ in results}
+    print(f"summary: ista_single_doal {by_label['ista_single_doal'][0]:.3f} s/step, "
+          f"{by_label['ista_single_doal'][1]:.2f}x ista_single_nor (every=1), "
+          f"{by_label['ista_single_doal hpo.every=4'][1]:.2f}x (every=4), on {device} with {args.threads} threads; "
+          f"x nor = median over {len(base_turns)} turns of the ratio of block medians within a turn")
     return 0
 
 
