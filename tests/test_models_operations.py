@@ -5,7 +5,8 @@ import torch
 from models.genotypes import PRIMITIVES_DARTS
 from torch import nn
 
-from models.operations import OPS, DilatedDepthwiseConv2d, FactorizedReduce, Identity, Zero, drop_path, make_op
+from models.operations import (OPS, DepthwiseConv2d, DilatedDepthwiseConv2d, FactorizedReduce, Identity, Zero,
+                               depthwise_conv, drop_path, make_op)
 
 
 def test_ops_table_matches_primitives():
@@ -82,6 +83,43 @@ def test_dilated_depthwise_conv_equals_the_plain_dilated_conv(kernel, stride, si
     assert torch.allclose(hx, gx, atol=1e-12) and torch.allclose(hw, gw, atol=1e-12)
     if channels_last:
         assert got.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("kernel,size", [(5, 4), (5, 2), (3, 2), (5, 1), (3, 3), (5, 7)])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_depthwise_conv_on_maps_smaller_than_the_kernel_is_the_plain_conv(kernel, size, stride, channels_last):
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, size, size + 1, dtype=torch.float64)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    weight = torch.randn(4, 1, kernel, kernel, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    expected = nn.functional.conv2d(x, weight, bias, stride, kernel // 2, 1, 4)
+    got = depthwise_conv(x, weight, bias, stride, kernel // 2, 4)
+    assert got.shape == expected.shape
+    assert torch.allclose(got, expected, atol=1e-12)
+    upstream = torch.randn_like(expected)
+    for g, h in zip(torch.autograd.grad(got, (x, weight, bias), upstream, retain_graph=True),
+                    torch.autograd.grad(expected, (x, weight, bias), upstream)):
+        assert torch.allclose(g, h, atol=1e-12)
+    if channels_last:
+        assert got.is_contiguous(memory_format=torch.channels_last)
+        assert torch.autograd.grad(got, x, upstream.contiguous(memory_format=torch.channels_last))[0] \
+            .is_contiguous(memory_format=torch.channels_last)
+
+
+def test_sep_conv_uses_the_small_map_depthwise_conv():
+    op = make_op("sep_conv_5x5", 4, 1)
+    assert sum(isinstance(m, DepthwiseConv2d) for m in op.modules()) == 2
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 4, 4)
+    expected = nn.Sequential(*[nn.Conv2d(4, 4, 5, 1, 2, groups=4, bias=False) if isinstance(m, DepthwiseConv2d) else m
+                               for m in op.op])
+    for a, b in zip(expected, op.op):
+        a.load_state_dict(b.state_dict())
+    assert torch.allclose(op(x), expected(x), atol=1e-6)
 
 
 def _reference_factorized_reduce(op: FactorizedReduce, x: torch.Tensor) -> torch.Tensor:
