@@ -5,9 +5,10 @@
 DATA_DIR: an ImageFolder root with train/ (e.g. shared/data/cifar10-subset); images are used at
 32x32. Setting of the issue: C=8, 5 layers, batch 32, torch threads 2 on CPU. Prints, per mode, the
 median seconds per step over --steps steps after --warmup (rows take turns in blocks of --block
-steps), the ratio to ista_single_nor (paired: taken within each turn, then the median over
-turns, so drift of a shared machine between turns cancels), and the achieved GFLOP/s (FLOPs of
-one step counted by torch.utils.flop_counter, forward and backward).
+steps), the ratio to ista_single_nor (paired: each block of a row is divided by the mean of the
+ista_single_nor blocks run just before and after it, then the median over turns, so drift of a
+shared machine cancels), and the achieved GFLOP/s (FLOPs of one step counted by
+torch.utils.flop_counter, forward and backward).
 """
 from __future__ import annotations
 
@@ -56,51 +57,58 @@ def make_searcher(data_dir: str, mode_name: str, overrides: dict, device: torch.
     return searcher
 
 
-def time_modes(searchers: list, steps: int, warmup: int, device: torch.device,
-               block: int = 5) -> list[tuple[float, list[float], float]]:
-    """Per searcher: median seconds per step, the median of each turn's block, FLOPs of one step.
+def time_modes(searchers: list, steps: int, warmup: int, device: torch.device, block: int = 5,
+               base: int = 1) -> list[tuple[float, list[float], float]]:
+    """Per searcher: median seconds per step, its ratio to the base row per turn, FLOPs of one step.
 
     The rows take turns in blocks of `block` consecutive steps, so a slower or busier stretch of
     the machine hits every row alike; the first step of each block is not timed, since it runs
     on caches the previous row (a DARTS supernet is 50x bigger) has just evicted, which a real
-    run never does. The per-turn block medians let ratios be taken turn by turn (paired).
+    run never does. Within a turn the base row runs a block before and after every other row, and
+    a row's ratio is its block median over the mean of the two base blocks around it, so even
+    drift within a turn (a DARTS block lasts half a minute) cancels to first order.
     """
     cached = []
     for searcher in searchers:
         batches = iter(searcher.train_loader)
         cached.append([next(batches) for _ in range(4)])
     times: list[list[float]] = [[] for _ in searchers]
-    turns: list[list[float]] = [[] for _ in searchers]
+    ratios: list[list[float]] = [[] for _ in searchers]
     done = [0 for _ in searchers]
-    while min(len(t) for t in times) < steps:
-        for row, searcher in enumerate(searchers):
-            in_block = []
-            for j in range(block):
-                x, y = cached[row][done[row] % len(cached[row])]
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                start = time.perf_counter()
-                searcher.train_step(x, y)
-                searcher.step += 1
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                done[row] += 1
-                if done[row] > warmup and j > 0:
-                    in_block.append(time.perf_counter() - start)
-            if in_block:
-                times[row].extend(in_block)
-                turns[row].append(statistics.median(in_block))
+
+    def run_block(row: int) -> float | None:
+        in_block = []
+        for j in range(block):
+            x, y = cached[row][done[row] % len(cached[row])]
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            searchers[row].train_step(x, y)
+            searchers[row].step += 1
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            done[row] += 1
+            if done[row] > warmup and j > 0:
+                in_block.append(time.perf_counter() - start)
+        times[row].extend(in_block)
+        return statistics.median(in_block) if in_block else None
+
+    others = [row for row in range(len(searchers)) if row != base]
+    while min(len(times[row]) for row in others) < steps:
+        before = run_block(base)
+        for row in others:
+            own = run_block(row)
+            after = run_block(base)
+            if own is not None and before is not None and after is not None:
+                ratios[row].append(own / (0.5 * (before + after)))
+            before = after
+    ratios[base] = [1.0]
     results = []
     for row, searcher in enumerate(searchers):
         with FlopCounterMode(display=False) as counter:
             searcher.train_step(*cached[row][0])
-        results.append((statistics.median(times[row]), turns[row], counter.get_total_flops()))
+        results.append((statistics.median(times[row]), ratios[row], counter.get_total_flops()))
     return results
-
-
-def paired_ratio(turns: list[float], base_turns: list[float]) -> float:
-    """Median over turns of (this row's block median / the base row's block median in the same turn)."""
-    return statistics.median(a / b for a, b in zip(turns, base_turns))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,10 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     rows = [(mode, overrides) for mode, overrides in ROWS if not (args.skip_darts and mode.startswith("darts"))]
     searchers = [make_searcher(args.data_dir, mode, overrides, device) for mode, overrides in rows]
-    timed = time_modes(searchers, args.steps, args.warmup, device, max(2, args.block))
-    base_turns = timed[1][1]  # ista_single_nor in the default layout
-    results = [(mode + "".join(f" {k}={v}" for k, v in overrides.items()), seconds, paired_ratio(turns, base_turns), flops)
-               for (mode, overrides), (seconds, turns, flops) in zip(rows, timed)]
+    base = rows.index(("ista_single_nor", {}))
+    timed = time_modes(searchers, args.steps, args.warmup, device, max(2, args.block), base)
+    results = [(mode + "".join(f" {k}={v}" for k, v in overrides.items()), seconds, statistics.median(ratios), flops)
+               for (mode, overrides), (seconds, ratios, flops) in zip(rows, timed)]
+    turns = len(timed[(base + 1) % len(rows)][1])
     print(f"{'mode':<36} {'s/step':>8} {'x nor':>7} {'GFLOP/step':>11} {'GFLOP/s':>8}")
     for label, seconds, ratio, flops in results:
         print(f"{label:<36} {seconds:8.4f} {ratio:7.2f} {flops / 1e9:11.3f} {flops / 1e9 / seconds:8.2f}")
@@ -132,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"summary: ista_single_doal {by_label['ista_single_doal'][0]:.3f} s/step, "
           f"{by_label['ista_single_doal'][1]:.2f}x ista_single_nor (every=1), "
           f"{by_label['ista_single_doal hpo.every=4'][1]:.2f}x (every=4), on {device} with {args.threads} threads; "
-          f"x nor = median over {len(base_turns)} turns of the ratio of block medians within a turn")
+          f"x nor = median over {turns} turns of a row's block median / the mean of the ista_single_nor blocks just "
+          f"before and after it")
     return 0
 
 
