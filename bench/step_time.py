@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     timed = time_modes(searchers, args.steps, args.warmup, device, max(2, args.block), base)
     results = [(mode + "".join(f" {k}={v}" for k, v in overrides.items()), seconds, statistics.median(ratios), flops)
                for (mode, overrides), (seconds, ratios, flops) in zip(rows, timed)]
-    turns = len(timed[(base + 1) % len(rows)][1])
+    turns = min(len(ratios) for row, (_, ratios, _) in enumerate(timed) if row != base)
     print(f"{'mode':<36} {'s/step':>8} {'x nor':>7} {'GFLOP/step':>11} {'GFLOP/s':>8}")
     for label, seconds, ratio, flops in results:
         print(f"{label:<36} {seconds:8.4f} {ratio:7.2f} {flops / 1e9:11.3f} {flops / 1e9 / seconds:8.2f}")
