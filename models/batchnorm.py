@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from models.frozen_state import state_frozen
+
 
 class _RowBatchNorm(torch.autograd.Function):
     """Training-mode batch norm of a channels_last x through its [N*H*W, C] row view."""
@@ -52,7 +54,8 @@ class _RowBatchNorm(torch.autograd.Function):
 
 class BatchNorm2d(nn.BatchNorm2d):
     """nn.BatchNorm2d; on CPU in training mode with a channels_last input and C % 16 != 0 it takes
-    the faster row-view path (same results up to float rounding)."""
+    the faster row-view path (same results up to float rounding). Inside `frozen_state()` training
+    mode leaves the running statistics alone."""
 
     def _row_path(self, x: torch.Tensor) -> bool:
         return (self.training and x.device.type == "cpu" and x.dim() == 4 and x.shape[1] % 16 != 0
@@ -60,13 +63,16 @@ class BatchNorm2d(nn.BatchNorm2d):
                 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        frozen = self.training and state_frozen()
         if not self._row_path(x):
+            if frozen:  # batch statistics, running statistics untouched
+                return nn.functional.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
             return super().forward(x)
         c = x.shape[1]
         weight = self.weight if self.weight is not None else torch.ones(c, dtype=x.dtype, device=x.device)
         bias = self.bias if self.bias is not None else torch.zeros(c, dtype=x.dtype, device=x.device)
         y, mean, var = _RowBatchNorm.apply(x, weight, bias, self.eps)
-        if self.track_running_stats and self.running_mean is not None:
+        if self.track_running_stats and self.running_mean is not None and not frozen:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
                 factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from models.cells import Activations, AuxiliaryHead, Cell, Normalize, Stem, aux_channels, cell_plan
+from models.frozen_state import state_frozen
 from models.genotypes import Genotype, genotype_from_dict
 from models.operations import global_avg_pool
 
@@ -41,8 +42,9 @@ class Network(nn.Module):
         """Logits and, in training mode with an auxiliary head (and `with_aux`), the auxiliary logits."""
         s0, s1 = self.stem(self.normalize(x).contiguous(memory_format=self.memory_format))
         aux, acts = None, Activations()
+        drop = 0.0 if state_frozen() else self.drop_path_prob
         for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, self.drop_path_prob, acts)
+            s0, s1 = s1, cell(s0, s1, drop, acts)
             if i == self.aux_index and self.aux_head is not None and self.training and with_aux:
                 aux = self.aux_head(s1)
         return self.classifier(global_avg_pool(s1)), aux

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from models.cells import Activations, AuxiliaryHead, Normalize, SearchCell, Stem, aux_channels, cell_plan
+from models.frozen_state import state_frozen
 from models.genotypes import Genotype
 from models.operations import global_avg_pool
 
@@ -92,11 +93,12 @@ class Supernet(nn.Module):
         a_normal, a_reduce = self.active_ops()
         s0, s1 = self.stem(self.normalize(x).contiguous(memory_format=self.memory_format))
         aux, acts = None, Activations()
+        drop = 0.0 if state_frozen() else self.drop_path_prob
         for i, cell in enumerate(self.cells):
             if cell.reduction:
-                s0, s1 = s1, cell(s0, s1, w_reduce, a_reduce, self.drop_path_prob, acts)
+                s0, s1 = s1, cell(s0, s1, w_reduce, a_reduce, drop, acts)
             else:
-                s0, s1 = s1, cell(s0, s1, w_normal, a_normal, self.drop_path_prob, acts)
+                s0, s1 = s1, cell(s0, s1, w_normal, a_normal, drop, acts)
             if i == self.aux_index and self.aux_head is not None and self.training and with_aux:
                 aux = self.aux_head(s1)
         return self.classifier(global_avg_pool(s1)), aux
