@@ -90,6 +90,9 @@ def time_modes(searchers: list, steps: int, warmup: int, device: torch.device, b
             done[row] += 1
             if done[row] > warmup and j > 0:
                 in_block.append(time.perf_counter() - start)
+        # A step's background validation pass is finished by the next step (and so timed in it);
+        # the block's last one is finished here, untimed, as the block's first step is untimed.
+        searchers[row].weight_update.finish_pending()
         times[row].extend(in_block)
         return statistics.median(in_block) if in_block else None
 
@@ -105,8 +108,12 @@ def time_modes(searchers: list, steps: int, warmup: int, device: torch.device, b
     ratios[base] = [1.0]
     results = []
     for row, searcher in enumerate(searchers):
+        # The counter sees the calling thread only: count a step with the validation pass inline.
+        background = getattr(searcher.weight_update, "background", False)
+        searcher.weight_update.background = False
         with FlopCounterMode(display=False) as counter:
             searcher.train_step(*cached[row][0])
+        searcher.weight_update.background = background
         results.append((statistics.median(times[row]), ratios[row], counter.get_total_flops()))
     return results
 

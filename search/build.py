@@ -233,7 +233,8 @@ def build_searcher(cfg: RunConfig, spec: StageSpec, stage_index: int, net: torch
                       progress=progress_enabled(cfg.progress), searching=spec.kind == "search")
     train_augment = build_train_augment(sec.dataset, sec.arch, data).to(device)
     if components.hyper is not None:
-        update, schedule = HyperUpdate(optimizer, components.hyper, sec.hpo.reference_val_pass), components.hyper
+        update = HyperUpdate(optimizer, components.hyper, sec.hpo.reference_val_pass, background=sec.hpo.overlap)
+        schedule = components.hyper
     else:
         update, schedule = SgdUpdate(optimizer), build_schedule(spec, sec.train, epochs)
     return Searcher(net, update, schedule, build_arch_step(spec, net, sec.arch, sec.train),

@@ -76,6 +76,8 @@ class Searcher:
             else:
                 x, info = policy(x)
         x = self.train_augment.post(x)
+        if self.arch_step.bilevel:
+            self.weight_update.finish_pending()  # the bilevel step reads the lr and writes alphas
         lr = self.weight_optimizer.param_groups[0]["lr"]
         if self.arch_step.bilevel:
             xv, yv = self._val_batch()  # bilevel updates see validation images as the reference did
@@ -98,6 +100,9 @@ class Searcher:
         if self.arch_step.optimizer is not None:
             self.arch_step.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        # A background validation pass of the previous step (at these same weights) ends here,
+        # before the architecture and the weights change.
+        self.weight_update.finish_pending()
         if self.arch_step.joint:
             self.arch_step.after_backward()
         if self.loop.grad_clip > 0:
@@ -150,6 +155,7 @@ class Searcher:
             totals += stats
             self.step += 1
             if self.step % self.loop.log_every == 0:
+                self.weight_update.finish_pending()  # log the lr / wd this step produced
                 loss, correct, n = stats.tolist()  # the only host sync of the step, every log_every steps
                 scalars = {f"{self.loop.stage}/train_loss_step": loss / n}
                 if hyper is not None:
@@ -157,6 +163,7 @@ class Searcher:
                     hyper_trace.append({"stage": self.loop.stage, "step": self.step, **values})
                     scalars.update({f"{self.loop.stage}/hparams_{k}": v for k, v in values.items()})
                 self.logger.scalars(scalars, self.step)
+        self.weight_update.finish_pending()
         if self.loop.progress:
             batches.close()
         arch_info = self.net.on_epoch_end(epoch) if self.loop.searching else {}

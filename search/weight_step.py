@@ -6,12 +6,16 @@ hypergradient back (see hpo/hypergrad.py for the formulas).
 """
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from typing import Callable
 
 import torch
 from torch import nn
 
 from hpo.hypergrad import HyperGradient, lookahead_hypergradients
+from models.batchnorm import BatchNorm2d
+from models.frozen_state import frozen_state
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -28,15 +32,31 @@ class SgdUpdate:
         """Apply the weight step with the gradients already in `.grad`."""
         self.optimizer.step()
 
+    def finish_pending(self) -> None:
+        """Complete work the last `step` left running in the background (nothing here)."""
+
 
 class HyperUpdate(SgdUpdate):
-    """SGD whose lr and wd are learned online by one-step look-ahead hypergradients."""
+    """SGD whose lr and wd are learned online by one-step look-ahead hypergradients.
 
-    def __init__(self, optimizer: torch.optim.SGD, hyper: HyperGradient, reference_val_pass: bool = False):
+    With `background=True` (CPU, at least 2 intra-op threads) the validation pass of step t runs on
+    a helper thread while the main thread computes the training forward / backward of step t+1:
+    both only read the weights w_{t+1}, and the hypergradient is applied (`finish_pending`) before
+    anything writes them, so the lr / wd sequence is the one of the sequential order. Each side
+    gets half of the intra-op threads: at this network size a second thread speeds one op up far
+    less than it speeds up a second, independent op stream.
+    """
+
+    def __init__(self, optimizer: torch.optim.SGD, hyper: HyperGradient, reference_val_pass: bool = False,
+                 background: bool = False):
         super().__init__(optimizer)
         self.hyper = hyper
         self.reference_val_pass = reference_val_pass
-        self._norms: list[nn.Module] | None = None
+        # The reference's val pass moves BN running stats, which the training pass writes too.
+        self.background = background and not reference_val_pass
+        self._executor: ThreadPoolExecutor | None = None
+        self._stock_norms: dict[int, list[nn.Module]] = {}
+        self._pending: tuple[Future, list[nn.Parameter], list[torch.Tensor], float, int] | None = None
 
     def _set(self, lr: float, wd: float) -> None:
         for group in self.optimizer.param_groups:
@@ -44,6 +64,7 @@ class HyperUpdate(SgdUpdate):
 
     def step(self, net: nn.Module, weights: list[nn.Parameter], step: int, val_batch: Callable[[], Batch]) -> None:
         """SGD step at the learned (lr, wd), then a hypergradient step on them every `every` steps."""
+        self.finish_pending()
         values = self.hyper.values()
         lr, wd = values["lr"], values["wd"]
         self._set(lr, wd)
@@ -65,25 +86,64 @@ class HyperUpdate(SgdUpdate):
         self.optimizer.step()
         if not update_now or self.hyper.signal != "val":
             return
+        # The momentum buffers and weights are updated in place only by the next optimizer step,
+        # which waits for `finish_pending`, so they need no copy.
         updates = [self.optimizer.state[p]["momentum_buffer"] for p in live] if momentum else plain
         x_val, y_val = val_batch()
-        # Validation forward at w' in train mode (batch statistics) but without touching the running
-        # statistics and without drop path: the reference let both leak into this pass.
-        if self._norms is None:
-            self._norms = [] if self.reference_val_pass else [
-                m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-        drop = getattr(net, "drop_path_prob", 0.0)
-        net.drop_path_prob = drop if self.reference_val_pass else 0.0
-        for m in self._norms:  # batch statistics, running statistics left alone
+        threads = torch.get_num_threads()
+        if self.background and threads >= 2 and x_val.device.type == "cpu" and not self._norms_to_switch(net):
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hypergradient")
+            future = self._executor.submit(self._background_gradients, threads // 2, net, x_val, y_val, live)
+            torch.set_num_threads(threads - threads // 2)
+            self._pending = (future, live, updates, lr, threads)
+            return
+        self._apply(self._val_gradients(net, x_val, y_val, live), live, updates, lr)
+
+    def finish_pending(self) -> None:
+        """Wait for the background validation pass (if any) and take its hypergradient step."""
+        if self._pending is None:
+            return
+        future, live, updates, lr, threads = self._pending
+        self._pending = None
+        try:
+            grads = future.result()
+        finally:
+            torch.set_num_threads(threads)
+        self._apply(grads, live, updates, lr)
+
+    def _background_gradients(self, threads: int, net: nn.Module, x_val: torch.Tensor, y_val: torch.Tensor,
+                              live: list[nn.Parameter]) -> tuple[torch.Tensor | None, ...]:
+        torch.set_num_threads(threads)  # this thread's share (OpenMP thread counts are per thread)
+        return self._val_gradients(net, x_val, y_val, live)
+
+    def _norms_to_switch(self, net: nn.Module) -> list[nn.Module]:
+        """Batch norms `frozen_state` does not reach (not models.batchnorm.BatchNorm2d, e.g. in a
+        user's model): their running statistics are switched off by flag, on the main thread only."""
+        if self.reference_val_pass:
+            return []
+        if id(net) not in self._stock_norms:
+            self._stock_norms[id(net)] = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                                          and not isinstance(m, BatchNorm2d)]
+        return [m for m in self._stock_norms[id(net)] if m.track_running_stats]
+
+    def _val_gradients(self, net: nn.Module, x_val: torch.Tensor, y_val: torch.Tensor,
+                       live: list[nn.Parameter]) -> tuple[torch.Tensor | None, ...]:
+        """grad L_val(w') for `live`: a training-mode forward (batch statistics) that, unlike the
+        reference's, neither moves the running statistics nor drops paths."""
+        switched = self._norms_to_switch(net)
+        for m in switched:
             m.track_running_stats = False
         try:
-            logits = net(x_val)
+            with nullcontext() if self.reference_val_pass else frozen_state():
+                logits = net(x_val)
         finally:
-            net.drop_path_prob = drop
-            for m in self._norms:
+            for m in switched:
                 m.track_running_stats = True
         loss = nn.functional.cross_entropy(logits, y_val)
-        grads = torch.autograd.grad(loss, live, allow_unused=True)
+        return torch.autograd.grad(loss, live, allow_unused=True)
+
+    def _apply(self, grads, live: list[nn.Parameter], updates: list[torch.Tensor], lr: float) -> None:
         # Weights the validation loss does not reach (the auxiliary head: 90% of the weights of a
         # small supernet) add nothing to the dot products; skipping them saves three big copies.
         used = [i for i, g in enumerate(grads) if g is not None]

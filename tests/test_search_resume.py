@@ -21,21 +21,24 @@ def _run(conf, mode, interrupt_after=None, monkeypatch=None):
     return search_darts.main(["--conf_path", str(conf), "--Running", mode, "--device", "cpu"])
 
 
+@pytest.mark.parametrize("mode", ["ista_single_nor", "ista_single_doal"])
 @pytest.mark.parametrize("interrupt_after", [1, 4])  # after search epoch 1 / inside the continued training
-def test_resume_is_exact_for_ista_single_nor(write_config, tmp_path, monkeypatch, interrupt_after):
+def test_resume_is_exact_for_single_stage_modes(write_config, tmp_path, monkeypatch, interrupt_after, mode):
+    # doal: policy, learned lr / wd, and (log_every > 1) validation passes overlapping the next step
     arch = {"dist_limit": 0.0}  # never freeze: the search runs all its epochs
     train = {"epochs": 3, "retrain_epochs": 2, "max_steps_per_epoch": 3}
-    straight = write_config("straight.json", save_name="straight", train=train, train_architecture=arch)
-    broken = write_config("broken.json", save_name="broken", train=train, train_architecture=arch)
-    assert _run(straight, "ista_single_nor") == 0
+    extra = {"log_every": 10, "hpo": {"h_lr": 1e-3, "h_lr_tune": 1e-3}}
+    straight = write_config("straight.json", save_name="straight", train=train, train_architecture=arch, **extra)
+    broken = write_config("broken.json", save_name="broken", train=train, train_architecture=arch, **extra)
+    assert _run(straight, mode) == 0
 
-    assert _run(broken, "ista_single_nor", interrupt_after, monkeypatch) == 130
+    assert _run(broken, mode, interrupt_after, monkeypatch) == 130
     monkeypatch.undo()
-    run_dir = tmp_path / "runs" / "fake_ista_single_nor_broken"
+    run_dir = tmp_path / "runs" / f"fake_{mode}_broken"
     assert not (run_dir / "model.pt2").exists()
     assert search_darts.main(["--resume", str(run_dir), "--device", "cpu"]) == 0
 
-    ref_dir = tmp_path / "runs" / "fake_ista_single_nor_straight"
+    ref_dir = tmp_path / "runs" / f"fake_{mode}_straight"
     assert json.loads((run_dir / "genotype.json").read_text()) == json.loads((ref_dir / "genotype.json").read_text())
     a = torch.load(ref_dir / "model_state.pt", weights_only=False)["state_dict"]
     b = torch.load(run_dir / "model_state.pt", weights_only=False)["state_dict"]
@@ -45,6 +48,10 @@ def test_resume_is_exact_for_ista_single_nor(write_config, tmp_path, monkeypatch
     ma = json.loads((ref_dir / "metrics.json").read_text())
     mb = json.loads((run_dir / "metrics.json").read_text())
     assert ma["test_top1"] == mb["test_top1"] and ma["search_epochs"] == mb["search_epochs"] == 3
+    if mode.endswith("doal"):
+        ha = json.loads((ref_dir / "hparams.json").read_text())
+        hb = json.loads((run_dir / "hparams.json").read_text())
+        assert ha == hb and ha["learned"]
 
 
 def test_resume_of_a_finished_stage_boundary_in_darts(write_config, tmp_path, monkeypatch):

@@ -100,3 +100,48 @@ def test_val_pass_leaves_bn_running_stats_alone_unless_reference():
         before = net[1].running_mean.clone()
         update.step(net, list(net.parameters()), 0, lambda: val)
         assert torch.equal(net[1].running_mean, before) != reference
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def _hyper_run(background: bool, steps: int = 5, bad_val_at: int | None = None):
+    """Steps in the Searcher's order: backward, finish the previous step's val pass, weight step."""
+    (xt, yt), val = _data()
+    net, opt = _setup(0.9, 0)
+    hyper = HyperGradient(lr_bounds=(0.01, 0.2), wd_bounds=(1e-4, 1e-2), h_lr=1e-2)
+    update = HyperUpdate(opt, hyper, background=background)
+    pending, threads = [], []
+    for step in range(steps):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(xt), yt).backward()
+        update.finish_pending()
+        batch = (val[0][:, :3], val[1]) if step == bad_val_at else val
+        update.step(net, list(net.parameters()), step, lambda: batch)
+        pending.append(update._pending is not None)
+        threads.append(torch.get_num_threads())
+    update.finish_pending()
+    return net, hyper, pending, threads
+
+
+def test_background_val_pass_reproduces_the_sequential_run(two_threads):
+    net_seq, hyper_seq, pending_seq, _ = _hyper_run(False)
+    net_bg, hyper_bg, pending_bg, threads = _hyper_run(True)
+    assert pending_seq == [False] * 5 and pending_bg == [True] * 5
+    assert threads == [1] * 5 and torch.get_num_threads() == 2  # the main thread's share, then restored
+    assert hyper_bg.values() != HyperGradient(lr_bounds=(0.01, 0.2), wd_bounds=(1e-4, 1e-2), h_lr=1e-2).values()
+    for key in ("lr", "wd"):
+        assert hyper_bg.values()[key] == pytest.approx(hyper_seq.values()[key], rel=1e-12)
+    for a, b in zip(net_seq.parameters(), net_bg.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_background_errors_surface_and_restore_threads(two_threads):
+    with pytest.raises(RuntimeError):
+        _hyper_run(True, steps=3, bad_val_at=1)  # a val batch of the wrong width fails in the helper
+    assert torch.get_num_threads() == 2
