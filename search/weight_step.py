@@ -44,7 +44,8 @@ class HyperUpdate(SgdUpdate):
     both only read the weights w_{t+1}, and the hypergradient is applied (`finish_pending`) before
     anything writes them, so the lr / wd sequence is the one of the sequential order. Each side
     gets half of the intra-op threads: at this network size a second thread speeds one op up far
-    less than it speeds up a second, independent op stream.
+    less than it speeds up a second, independent op stream. The pass must draw no random numbers
+    (drop path is off inside `frozen_state`): draws from two threads would interleave by timing.
     """
 
     def __init__(self, optimizer: torch.optim.SGD, hyper: HyperGradient, reference_val_pass: bool = False,

@@ -21,8 +21,8 @@ def _run(conf, mode, interrupt_after=None, monkeypatch=None):
     return search_darts.main(["--conf_path", str(conf), "--Running", mode, "--device", "cpu"])
 
 
-@pytest.mark.parametrize("mode", ["ista_single_nor", "ista_single_doal"])
-@pytest.mark.parametrize("interrupt_after", [1, 4])  # after search epoch 1 / inside the continued training
+# interrupt after search epoch 1 / inside the continued training
+@pytest.mark.parametrize("mode,interrupt_after", [("ista_single_nor", 1), ("ista_single_nor", 4), ("ista_single_doal", 4)])
 def test_resume_is_exact_for_single_stage_modes(write_config, tmp_path, monkeypatch, interrupt_after, mode):
     # doal: policy, learned lr / wd, and (log_every > 1) validation passes overlapping the next step
     arch = {"dist_limit": 0.0}  # never freeze: the search runs all its epochs
