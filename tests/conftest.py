@@ -40,3 +40,11 @@ def write_config(tmp_path):
         path.write_text(json.dumps(tiny_config(tmp_path / "runs", **sections)))
         return path
     return _write
+
+
+@pytest.fixture
+def torch_threads():
+    """Set torch's intra-op thread count for one test: `torch_threads(n)`; restored afterwards."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)

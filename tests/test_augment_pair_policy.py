@@ -118,12 +118,9 @@ def test_policy_loss_ignores_loss_graph():
 
 
 @pytest.fixture
-def one_thread():
+def one_thread(torch_threads):
     """200 steps on tiny tensors: on a busy 2-core machine OpenMP hand-offs would cost more than the maths."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    torch_threads(1)
 
 
 def optimise(rule: str, seed: int, steps: int = 200) -> PairPolicy:

@@ -103,11 +103,8 @@ def test_val_pass_leaves_bn_running_stats_alone_unless_reference():
 
 
 @pytest.fixture
-def two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
+def two_threads(torch_threads):
+    torch_threads(2)  # the background pass needs at least two
 
 
 def _hyper_run(background: bool, steps: int = 5, bad_val_at: int | None = None):
