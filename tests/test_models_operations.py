@@ -206,9 +206,11 @@ def test_whole_input_conv_is_the_plain_conv(channels_last):
     want = nn.functional.conv2d(x, conv.weight, conv.bias)
     assert got.shape == want.shape == (3, 5, 1, 1) and torch.allclose(got, want, atol=1e-12)
     upstream = torch.randn_like(want)
-    for g, h in zip(torch.autograd.grad(got, (x, conv.weight, conv.bias), upstream),
-                    torch.autograd.grad(want, (x, conv.weight, conv.bias), upstream)):
+    grads = torch.autograd.grad(got, (x, conv.weight, conv.bias), upstream)
+    for g, h in zip(grads, torch.autograd.grad(want, (x, conv.weight, conv.bias), upstream)):
         assert torch.allclose(g, h, atol=1e-12)
+    # A channels_last weight is read in memory order: its gradient needs no layout copy either.
+    assert grads[1].is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     bigger = torch.randn(1, 6, 3, 3, dtype=torch.float64)  # any other input size: the ordinary conv
     assert torch.allclose(conv(bigger), nn.functional.conv2d(bigger, conv.weight, conv.bias), atol=1e-12)
 
