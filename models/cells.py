@@ -53,6 +53,74 @@ def _accumulate(total: torch.Tensor | None, out: torch.Tensor, weight: torch.Ten
     return out * weight if total is None else torch.addcmul(total, out, weight)
 
 
+def _same_order_flat(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Both tensors as 1-d views in one element order (both NCHW or both NHWC), else None."""
+    if a.is_contiguous() and b.is_contiguous():
+        return a.view(-1), b.view(-1)
+    if a.dim() == 4 and a.is_contiguous(memory_format=torch.channels_last) \
+            and b.is_contiguous(memory_format=torch.channels_last):
+        return a.permute(0, 2, 3, 1).reshape(-1), b.permute(0, 2, 3, 1).reshape(-1)
+    return None
+
+
+def _will_use(node) -> bool:
+    """Whether the running backward pass executes `node`: `torch.autograd.grad` for the network
+    weights alone (the hypergradient's validation pass) needs no architecture gradient, which
+    `needs_input_grad` (fixed at forward time) cannot tell."""
+    try:
+        return node is not None and torch._C._will_engine_execute_node(node)
+    except (AttributeError, RuntimeError):  # a private helper: if it is gone, compute the gradient
+        return True
+
+
+class _WeightedSum(torch.autograd.Function):
+    """sum_k w_k * out_k over one node's candidate outputs, each w_k a 0-d tensor.
+
+    The forward is the addcmul chain of `_accumulate`. The backward gets each d w_k = <g, out_k> from
+    one dot product; autograd's addcmul backward writes g * out_k to a temporary and then sums it.
+    """
+
+    @staticmethod
+    def forward(ctx, n: int, *weights_then_outs: torch.Tensor) -> torch.Tensor:
+        weights, outs = weights_then_outs[:n], weights_then_outs[n:]
+        total = outs[0] * weights[0]
+        for w, out in zip(weights[1:], outs[1:]):
+            total.addcmul_(out, w)
+        ctx.n = n
+        # The outputs are kept only for the weights' gradients: under a frozen architecture this
+        # node holds no activations beyond what its ops keep.
+        ctx.save_for_backward(*weights, *(outs if any(ctx.needs_input_grad[1:n + 1]) else ()))
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        n = ctx.n
+        saved = ctx.saved_tensors
+        weights, outs = saved[:n], saved[n:]
+        need = ctx.needs_input_grad[1:]
+        weight_grads = []
+        for i, (w, wanted) in enumerate(zip(weights, need[:n])):
+            if not (wanted and _will_use(ctx.next_functions[i][0])):
+                weight_grads.append(None)
+                continue
+            out = outs[i]
+            flat = _same_order_flat(grad, out)
+            dot = torch.dot(*flat) if flat is not None else (grad * out).sum()
+            weight_grads.append(dot.to(w.dtype).reshape(w.shape))
+        out_grads = [grad * w if wanted else None for w, wanted in zip(weights, need[n:])]
+        return (None, *weight_grads, *out_grads)
+
+
+def weighted_sum(weights: Sequence[torch.Tensor], outs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """sum_k weights[k] * outs[k] (0-d weights), with a cheaper backward for the weights."""
+    if not torch.is_grad_enabled():
+        total = None
+        for w, out in zip(weights, outs):
+            total = _accumulate(total, out, w)
+        return total
+    return _WeightedSum.apply(len(outs), *weights, *outs)
+
+
 def make_preprocess(c_pp: int, c_p: int, c: int, reduction_prev: bool, affine: bool) -> tuple[nn.Module, nn.Module]:
     """The two input adapters of a cell: bring both previous outputs to C channels and one resolution."""
     pre0 = FactorizedReduce(c_pp, c, affine) if reduction_prev else ReLUConvBN(c_pp, c, 1, 1, 0, affine)
@@ -99,7 +167,7 @@ class SearchCell(nn.Module):
         states = [acts.run(self.preprocess0, s0), acts.run(self.preprocess1, s1)]
         offset = 0
         for node in range(self.steps):
-            total = None
+            node_weights, outs = [], []
             for j in range(node + 2):
                 e = offset + j
                 for k in active[e]:
@@ -107,10 +175,11 @@ class SearchCell(nn.Module):
                     out = acts.run(op, states[j])
                     if self.training and drop_prob > 0 and not isinstance(op, Identity):
                         out = drop_path(out, drop_prob)
-                    total = _accumulate(total, out, weights[e, k])
-            if total is None:
+                    node_weights.append(weights[e, k])
+                    outs.append(out)
+            if not outs:
                 raise RuntimeError(f"node {node} of a cell has no active operation")
-            states.append(total)
+            states.append(weighted_sum(node_weights, outs))
             offset += node + 2
         return torch.cat(states[-self.multiplier:], dim=1)
 

@@ -110,3 +110,52 @@ def test_shared_relus_run_once_per_tensor_and_leave_outputs_unchanged():
     acts = Activations()
     t = torch.randn(3)
     assert acts.relu(t) is acts.relu(t)
+
+
+@pytest.mark.parametrize("layouts", [("nchw", "nchw", "nchw"), ("nhwc", "nhwc", "nhwc"), ("nhwc", "nchw", "nhwc"),
+                                     ("nhwc",)])
+def test_weighted_sum_matches_the_addcmul_chain_in_value_and_gradients(layouts):
+    from models.cells import weighted_sum
+    torch.manual_seed(0)
+    fmt = {"nchw": torch.contiguous_format, "nhwc": torch.channels_last}
+    outs = [torch.randn(2, 3, 4, 5, dtype=torch.float64).contiguous(memory_format=fmt[f]).requires_grad_(True)
+            for f in layouts]
+    alphas = torch.randn(len(outs) + 1, dtype=torch.float64, requires_grad=True)
+    weights = [alphas[i + 1] for i in range(len(outs))]  # 0-d views, as the cells index them
+    got = weighted_sum(weights, outs)
+    want = sum(w * o for w, o in zip(weights, outs))
+    assert torch.allclose(got, want, rtol=1e-12)
+    upstream = torch.randn_like(want).contiguous(memory_format=fmt[layouts[0]])
+    for g, h in zip(torch.autograd.grad(got, [alphas, *outs], upstream),
+                    torch.autograd.grad(want, [alphas, *outs], upstream)):
+        assert torch.allclose(g, h, rtol=1e-10, atol=1e-12)
+    # Frozen architecture: no weight gradient is asked for, the outputs' gradients still flow.
+    frozen = [w.detach() for w in weights]
+    g_outs = torch.autograd.grad(weighted_sum(frozen, outs), outs, upstream)
+    for g, w in zip(g_outs, frozen):
+        assert torch.allclose(g, upstream * w, rtol=1e-12)
+    with torch.no_grad():
+        assert torch.allclose(weighted_sum(weights, outs), want, rtol=1e-12)
+
+
+def test_weighted_sum_keeps_no_outputs_when_the_weights_are_frozen():
+    from models.cells import weighted_sum
+    outs = [torch.randn(2, 3, 4, 4, requires_grad=True) for _ in range(3)]
+    learned = weighted_sum(list(torch.ones(3, requires_grad=True)), outs)
+    frozen = weighted_sum(list(torch.ones(3)), outs)
+    assert len(learned.grad_fn.saved_tensors) == 6 and len(frozen.grad_fn.saved_tensors) == 3
+
+
+def test_weighted_sum_skips_weight_gradients_the_backward_does_not_ask_for(monkeypatch):
+    import models.cells as cells
+    dots = []
+    real = torch.dot
+    monkeypatch.setattr(cells.torch, "dot", lambda *a: dots.append(1) or real(*a))
+    outs = [torch.randn(2, 3, 4, 4, requires_grad=True) for _ in range(2)]
+    alphas = torch.ones(2, requires_grad=True)
+    total = cells.weighted_sum([alphas[0], alphas[1]], outs)
+    upstream = torch.randn(2, 3, 4, 4)
+    torch.autograd.grad(total, outs, upstream, retain_graph=True)  # weights only, as the validation pass
+    assert dots == []
+    g_alpha, = torch.autograd.grad(total, alphas, upstream)
+    assert len(dots) == 2 and torch.allclose(g_alpha, torch.stack([(upstream * o).sum() for o in outs]).detach())
