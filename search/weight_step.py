@@ -57,7 +57,7 @@ class HyperUpdate(SgdUpdate):
         self.background = background and not reference_val_pass
         self._executor: ThreadPoolExecutor | None = None
         self._stock_norms: dict[int, list[nn.Module]] = {}
-        self._pending: tuple[Future, list[nn.Parameter], list[torch.Tensor], float, int] | None = None
+        self._pending: tuple[Future, int] | None = None  # (the helper's job, the full thread count)
 
     def _set(self, lr: float, wd: float) -> None:
         for group in self.optimizer.param_groups:
@@ -95,28 +95,31 @@ class HyperUpdate(SgdUpdate):
         if self.background and threads >= 2 and x_val.device.type == "cpu" and not self._norms_to_switch(net):
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hypergradient")
-            future = self._executor.submit(self._background_gradients, threads // 2, net, x_val, y_val, live)
+            future = self._executor.submit(self._background_hypergradients, threads // 2, net, x_val, y_val,
+                                           live, updates, lr)
+            # The split is fixed for the whole overlap: results depend on the thread count an op
+            # runs with, so handing threads back when the helper happens to finish early would make
+            # runs irreproducible.
             torch.set_num_threads(threads - threads // 2)
-            self._pending = (future, live, updates, lr, threads)
+            self._pending = (future, threads)
             return
-        self._apply(self._val_gradients(net, x_val, y_val, live), live, updates, lr)
+        self._apply(self._hypergradients(net, x_val, y_val, live, updates, lr))
 
     def finish_pending(self) -> None:
         """Wait for the background validation pass (if any) and take its hypergradient step."""
         if self._pending is None:
             return
-        future, live, updates, lr, threads = self._pending
+        future, threads = self._pending
         self._pending = None
         try:
-            grads = future.result()
+            hypergradients = future.result()
         finally:
             torch.set_num_threads(threads)
-        self._apply(grads, live, updates, lr)
+        self._apply(hypergradients)
 
-    def _background_gradients(self, threads: int, net: nn.Module, x_val: torch.Tensor, y_val: torch.Tensor,
-                              live: list[nn.Parameter]) -> tuple[torch.Tensor | None, ...]:
+    def _background_hypergradients(self, threads: int, *args) -> tuple[torch.Tensor, torch.Tensor] | None:
         torch.set_num_threads(threads)  # this thread's share (OpenMP thread counts are per thread)
-        return self._val_gradients(net, x_val, y_val, live)
+        return self._hypergradients(*args)
 
     def _norms_to_switch(self, net: nn.Module) -> list[nn.Module]:
         """Batch norms `frozen_state` does not reach (not models.batchnorm.BatchNorm2d, e.g. in a
@@ -144,11 +147,22 @@ class HyperUpdate(SgdUpdate):
         loss = nn.functional.cross_entropy(logits, y_val)
         return torch.autograd.grad(loss, live, allow_unused=True)
 
-    def _apply(self, grads, live: list[nn.Parameter], updates: list[torch.Tensor], lr: float) -> None:
+    def _hypergradients(self, net: nn.Module, x_val: torch.Tensor, y_val: torch.Tensor, live: list[nn.Parameter],
+                        updates: list[torch.Tensor], lr: float) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(dL_val/dlr, dL_val/dwd) at the weights after the step, or None if no weight reaches L_val.
+
+        In the background this runs on the helper, dot products included (they read the weights
+        and momentum buffers, which only the next weight step, after `finish_pending`, changes).
+        """
+        grads = self._val_gradients(net, x_val, y_val, live)
         # Weights the validation loss does not reach (the auxiliary head: 90% of the weights of a
         # small supernet) add nothing to the dot products; skipping them saves three big copies.
         used = [i for i, g in enumerate(grads) if g is not None]
         if not used:
-            return
-        self.hyper.apply(*lookahead_hypergradients([grads[i] for i in used], [updates[i] for i in used],
-                                                   [live[i].detach() for i in used], lr))
+            return None
+        return lookahead_hypergradients([grads[i] for i in used], [updates[i] for i in used],
+                                        [live[i].detach() for i in used], lr)
+
+    def _apply(self, hypergradients: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+        if hypergradients is not None:
+            self.hyper.apply(*hypergradients)

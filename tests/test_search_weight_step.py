@@ -142,3 +142,21 @@ def test_background_errors_surface_and_restore_threads(two_threads):
     with pytest.raises(RuntimeError):
         _hyper_run(True, steps=3, bad_val_at=1)  # a val batch of the wrong width fails in the helper
     assert torch.get_num_threads() == 2
+
+
+def test_background_pass_also_takes_the_dot_products_off_the_main_thread(two_threads, monkeypatch):
+    import threading
+
+    import search.weight_step as weight_step
+    callers = []
+    real = weight_step.lookahead_hypergradients
+
+    def recording(*args):
+        callers.append(threading.current_thread() is threading.main_thread())
+        return real(*args)
+
+    monkeypatch.setattr(weight_step, "lookahead_hypergradients", recording)
+    _hyper_run(True, steps=3)
+    assert callers == [False] * 3
+    _hyper_run(False, steps=2)
+    assert callers[3:] == [True] * 2
