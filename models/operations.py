@@ -164,8 +164,7 @@ class WholeInputConv2d(nn.Conv2d):
         if tuple(x.shape[-2:]) != tuple(self.kernel_size) or self.groups != 1 or self.padding_mode != "zeros" \
                 or isinstance(self.padding, str) or any(self.padding):
             return super().forward(x)
-        if self.weight.dim() == 4 and not self.weight.is_contiguous() \
-                and self.weight.is_contiguous(memory_format=torch.channels_last):
+        if not self.weight.is_contiguous() and self.weight.is_contiguous(memory_format=torch.channels_last):
             # Flatten in memory order (h, w, c): a view of both operands, where flatten(1) would copy
             # the weight (1.5 MB in the auxiliary head) forward and its gradient backward.
             weight = self.weight.permute(0, 2, 3, 1).reshape(self.out_channels, -1)
