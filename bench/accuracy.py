@@ -1,16 +1,20 @@
 """End-to-end accuracy on a real image folder: ista_single_nor against ista_single_doal (DHA).
 
-    python bench/accuracy.py DATA_DIR [--search_epochs 5] [--retrain_epochs 5] [--out /tmp/acc_runs]
+    python bench/accuracy.py DATA_DIR [--search_epochs 5] [--retrain_epochs 5] [--seeds 5 6 7]
+        [--modes ista_single_nor ista_single_doal] [--out /tmp/acc_runs]
 
 DATA_DIR: an ImageFolder root with train/ and val/ (val/ is the test set; the validation split
 is carved out of train/). Same seed, same budget, a small 32-px supernet (C=8, 5 cells); DHA's
 own settings otherwise (conf/ista/cifar10_ista_single.json values for hpo and da). Prints a table
-of val / test top-1, the epochs the search took to freeze, and the wall time of each run.
+of val / test top-1, the epochs the search took to freeze, and the wall time of each run; with
+several --seeds, one row per mode and seed and then each mode's mean and range. At this budget the
+final epoch of one run lands anywhere in a val swing of a few points, so compare means over seeds.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -20,10 +24,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import search_darts  # noqa: E402
+from search.modes import MODES  # noqa: E402
+
+MODES_COMPARED = ("ista_single_nor", "ista_single_doal")
 
 
 def config(data_dir: str, out: str, search_epochs: int, retrain_epochs: int) -> dict:
-    """The shared budget."""
+    """The shared budget (the seed is set per run)."""
     return {
         "seed": 5, "save_root": out, "progress": False, "log_every": 50,
         "dataset": {"name": "imagefolder", "root": data_dir, "num_class": 10, "val_ratio": 0.1,
@@ -38,11 +45,14 @@ def config(data_dir: str, out: str, search_epochs: int, retrain_epochs: int) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run both modes and print the comparison."""
+    """Run every mode for every seed and print the comparison."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data_dir")
     parser.add_argument("--search_epochs", type=int, default=5)
     parser.add_argument("--retrain_epochs", type=int, default=5)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[5])
+    parser.add_argument("--modes", nargs="+", default=list(MODES_COMPARED), choices=sorted(m for m in MODES if m.startswith("ista_single")),
+                        help="e.g. add ista_single_hpo and ista_single_da to see which half of DHA moves the result")
     parser.add_argument("--out", default="/tmp/accuracy_runs")
     args = parser.parse_args(argv)
     if not (Path(args.data_dir) / "train").is_dir():
@@ -53,26 +63,34 @@ def main(argv: list[str] | None = None) -> int:
     conf.parent.mkdir(parents=True, exist_ok=True)
     conf.write_text(json.dumps(config(args.data_dir, args.out, args.search_epochs, args.retrain_epochs)))
     rows = []
-    for mode in ("ista_single_nor", "ista_single_doal"):
-        save_name = time.strftime("%H%M%S")
-        started = time.time()
-        code = search_darts.main(["--conf_path", str(conf), "--Running", mode, "--set", f"save_name={save_name}",
-                                  "--set", "progress=false"])
-        if code != 0:
-            return code
-        run_dir = Path(args.out) / f"imagefolder_{mode}_{save_name}"
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-        froze = metrics["search_epochs"] if any(r.get("stopped_early") for r in records if r["stage"] == "search") \
-            else None
-        rows.append((mode, metrics, froze, time.time() - started))
-    print(f"\n{'mode':<18} {'val top-1':>9} {'test top-1':>10} {'search epochs':>13} {'froze':>7} "
+    for seed in args.seeds:
+        for mode in args.modes:
+            save_name = time.strftime("%H%M%S") + f"_seed{seed}"
+            started = time.time()
+            code = search_darts.main(["--conf_path", str(conf), "--Running", mode, "--set", f"save_name={save_name}",
+                                      "--set", f"seed={seed}", "--set", "progress=false"])
+            if code != 0:
+                return code
+            run_dir = Path(args.out) / f"imagefolder_{mode}_{save_name}"
+            metrics = json.loads((run_dir / "metrics.json").read_text())
+            records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+            froze = any(r.get("stopped_early") for r in records if r["stage"] == "search")
+            rows.append((mode, seed, metrics, froze, time.time() - started))
+    print(f"\n{'mode':<18} {'seed':>4} {'val top-1':>9} {'test top-1':>10} {'search epochs':>13} {'froze':>7} "
           f"{'params M':>8} {'minutes':>7}")
-    for mode, m, froze, seconds in rows:
-        print(f"{mode:<18} {m['val_top1']:9.4f} {m['test_top1']:10.4f} {m['search_epochs']:13d} "
+    for mode, seed, m, froze, seconds in rows:
+        print(f"{mode:<18} {seed:4d} {m['val_top1']:9.4f} {m['test_top1']:10.4f} {m['search_epochs']:13d} "
               f"{'yes' if froze else 'no':>7} {m['params_m']:8.3f} {seconds / 60:7.1f}")
-    (nor, mn, _, _), (doal, md, _, _) = rows
-    print(f"summary: test top-1 {mn['test_top1']:.4f} ({nor}) vs {md['test_top1']:.4f} ({doal}), same seed and budget")
+    means = {}
+    for mode in args.modes:
+        tests = [m["test_top1"] for mode_, _, m, _, _ in rows if mode_ == mode]
+        vals = [m["val_top1"] for mode_, _, m, _, _ in rows if mode_ == mode]
+        means[mode] = statistics.mean(tests)
+        if len(args.seeds) > 1:
+            print(f"{mode:<18} mean {statistics.mean(vals):9.4f} {means[mode]:10.4f}   "
+                  f"test range {min(tests):.4f}-{max(tests):.4f}")
+    print("summary: test top-1 " + " vs ".join(f"{means[mode]:.4f} ({mode})" for mode in args.modes)
+          + f", same seeds {args.seeds} and budget{' (means)' if len(args.seeds) > 1 else ''}")
     return 0
 
 
