@@ -4,7 +4,7 @@
         [--modes ista_single_nor ista_single_doal] [--out /tmp/acc_runs]
 
 DATA_DIR: an ImageFolder root with train/ and val/ (val/ is the test set; the validation split
-is carved out of train/). Same seed, same budget, a small 32-px supernet (C=8, 5 cells); DHA's
+is carved out of train/). Same seeds, same budget, a small 32-px supernet (C=8, 5 cells); DHA's
 own settings otherwise (conf/ista/cifar10_ista_single.json values for hpo and da). Prints a table
 of val / test top-1, the epochs the search took to freeze, and the wall time of each run; with
 several --seeds, one row per mode and seed and then each mode's mean and range. At this budget the
@@ -30,9 +30,9 @@ MODES_COMPARED = ("ista_single_nor", "ista_single_doal")
 
 
 def config(data_dir: str, out: str, search_epochs: int, retrain_epochs: int) -> dict:
-    """The shared budget (the seed is set per run)."""
+    """The shared budget (the seed comes per run, from --seeds)."""
     return {
-        "seed": 5, "save_root": out, "progress": False, "log_every": 50,
+        "save_root": out, "progress": False, "log_every": 50,
         "dataset": {"name": "imagefolder", "root": data_dir, "num_class": 10, "val_ratio": 0.1,
                     "batch_size": 32, "cutout_size": 16, "workers": 0},
         "train": {"epochs": search_epochs, "retrain_epochs": retrain_epochs, "w_lr": 0.025, "w_lr_min": 0.001},
@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--search_epochs", type=int, default=5)
     parser.add_argument("--retrain_epochs", type=int, default=5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[5])
-    parser.add_argument("--modes", nargs="+", default=list(MODES_COMPARED), choices=sorted(m for m in MODES if m.startswith("ista_single")),
+    parser.add_argument("--modes", nargs="+", default=list(MODES_COMPARED),
+                        choices=sorted(m for m in MODES if m.startswith("ista_single")),
                         help="e.g. add ista_single_hpo and ista_single_da to see which half of DHA moves the result")
     parser.add_argument("--out", default="/tmp/accuracy_runs")
     args = parser.parse_args(argv)
