@@ -57,33 +57,39 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _load(args: argparse.Namespace):
+    """(config, mode, state, notices): from the config file, or from the checkpoint with --resume."""
+    from search.modes import get_mode
+    from search.state import read_checkpoint
+    from utils.config import config_from_dict, load_config
+
+    if args.resume:
+        saved_mode, saved_config, state = read_checkpoint(Path(args.resume) / "checkpoint.pt")
+        if args.mode and args.mode != saved_mode:
+            raise UserError(f"{args.resume} is a '{saved_mode}' run, not '{args.mode}'")
+        cfg, notices = config_from_dict(saved_config, args.overrides)
+        return cfg, get_mode(saved_mode), state, notices
+    if not args.conf_path:
+        raise UserError("--conf_path is required (or --resume RUN_DIR)")
+    if not args.mode:
+        raise UserError("--Running MODE is required; see --help for the modes")
+    mode = get_mode(args.mode)  # an unknown mode fails before the config is even read
+    cfg, notices = load_config(args.conf_path, args.overrides)
+    return cfg, mode, None, notices
+
+
 def _main(argv: list[str] | None) -> int:
     args = make_parser().parse_args(argv)
     import json
 
     import torch
 
-    from search.modes import get_mode
-    from utils.checkpoint import load_checkpoint
-    from utils.config import config_from_dict, config_to_dict, load_config
+    from search.build import sections_for
+    from search.data import RunData
+    from utils.config import config_to_dict
     from utils.device import resolve_device
 
-    resume = None
-    if args.resume:
-        ckpt = Path(args.resume) / "checkpoint.pt"
-        resume = load_checkpoint(ckpt)
-        if args.mode and args.mode != resume["mode"]:
-            raise UserError(f"{args.resume} is a '{resume['mode']}' run, not '{args.mode}'")
-        args.mode = resume["mode"]
-        cfg, notices = config_from_dict(resume["config"], args.overrides)
-    else:
-        if not args.conf_path:
-            raise UserError("--conf_path is required (or --resume RUN_DIR)")
-        if not args.mode:
-            raise UserError("--Running MODE is required; see --help for the modes")
-        mode = get_mode(args.mode)  # an unknown mode fails before the config is even read
-        cfg, notices = load_config(args.conf_path, args.overrides)
-    mode = get_mode(args.mode)
+    cfg, mode, state, notices = _load(args)
     if notices:
         print(f"note: ignoring keys of the original DHA configs that this tool does not use: {', '.join(notices)}",
               file=sys.stderr)
@@ -91,24 +97,24 @@ def _main(argv: list[str] | None) -> int:
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
+    # Every input is checked (datasets included) before anything is written; the run reuses the data.
+    run_data = RunData(cfg.seed)
+    for spec in mode.stages:
+        sec = sections_for(cfg, spec)
+        run_data.get(sec.dataset, sec.arch)
     if args.dry_run:
-        return _dry_run(cfg, mode, device)
+        return _dry_run(cfg, mode, device, run_data)
 
-    from search.build import build_data, sections_for
     from search.pipeline import run_mode
     from utils.checkpoint import atomic_write_text
     from utils.logging import RunLogger
 
-    # Every input is checked (datasets included) before anything is written.
-    for spec in mode.stages:
-        sec = sections_for(cfg, spec)
-        build_data(sec.dataset, sec.arch, cfg.seed)
     run_dir = Path(args.resume) if args.resume else _run_dir(cfg, mode.name)
     logger = RunLogger(run_dir)
     atomic_write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n", run_dir / "config.json")
-    logger.info(f"{'resuming' if resume else 'starting'} {mode.name} on {device} in {run_dir}")
+    logger.info(f"{'resuming' if state else 'starting'} {mode.name} on {device} in {run_dir}")
     try:
-        metrics = run_mode(cfg, mode, device, run_dir, logger, resume)
+        metrics = run_mode(cfg, mode, device, run_dir, logger, run_data, state)
     finally:
         logger.close()
     print(f"done: test top-1 {metrics['test_top1']:.4f}; ready model: {run_dir / 'model.pt2'}")
@@ -116,24 +122,17 @@ def _main(argv: list[str] | None) -> int:
     return 0
 
 
-def _dry_run(cfg, mode, device) -> int:
+def _dry_run(cfg, mode, device, run_data) -> int:
     import torch
 
-    from search.build import build_data, sections_for
-    from search.pipeline import _build_stage_net
+    from search.stage import build_stage, describe_mode
+    from search.state import RunState
+    from utils.logging import RunLogger
 
-    seen = {}
-    for spec in mode.stages:
-        sec = sections_for(cfg, spec)
-        key = (repr(sec.dataset), sec.arch.input_size)
-        if key not in seen:
-            seen[key] = build_data(sec.dataset, sec.arch, cfg.seed)
-            d = seen[key]
-            print(f"data {sec.dataset.name}: {len(d.train)} train / {len(d.val)} val / {len(d.test)} test, "
-                  f"{d.num_classes} classes, {d.channels}x{d.image_size}x{d.image_size}")
-    first = mode.stages[0]
-    data = seen[(repr(sections_for(cfg, first).dataset), sections_for(cfg, first).arch.input_size)]
-    net = _build_stage_net(cfg, mode, 0, data, None).to(device).eval()
+    for line in run_data.summary():
+        print(line)
+    stage = build_stage(cfg, mode, 0, RunState(), device, RunLogger(None, quiet=True), run_data)
+    net, data = stage.net.eval(), stage.data
     x = torch.stack([data.train[i][0] for i in range(min(2, len(data.train)))]).to(device).float() / 255
     with torch.no_grad():
         logits = net(x)
@@ -141,7 +140,6 @@ def _dry_run(cfg, mode, device) -> int:
     arch = sum(p.numel() for p in net.arch_parameters())
     print(f"model: {type(net).__name__}, {weights / 1e6:.3f}M weights, {arch} architecture parameters; "
           f"forward {tuple(x.shape)} -> {tuple(logits.shape)}")
-    from search.build import describe_mode
     for line in describe_mode(mode, cfg):
         print(line)
     print("dry run ok")

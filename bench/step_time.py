@@ -3,7 +3,7 @@
     python bench/step_time.py DATA_DIR [--steps 24] [--warmup 5] [--device cpu] [--block 5] [--skip_darts]
 
 DATA_DIR: an ImageFolder root with train/ (e.g. shared/data/cifar10-subset); images are used at
-32x32. Setting of the issue: C=8, 5 layers, batch 32, torch threads 2 on CPU. Prints, per mode, the
+32x32. The setting: C=8, 5 layers, batch 32, torch threads 2 on CPU. Prints, per mode, the
 median seconds per step over --steps steps after --warmup (rows take turns in blocks of --block
 steps), the ratio to ista_single_nor (paired: each block of a row is divided by the mean of the
 ista_single_nor blocks run just before and after it, then the median over turns, so drift of a
@@ -23,10 +23,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from search.build import build_components, build_data, build_loaders, build_searcher, sections_for  # noqa: E402
-from models.network import set_channels_last  # noqa: E402
+from search.data import RunData  # noqa: E402
 from search.modes import MODES  # noqa: E402
-from search.pipeline import _build_stage_net  # noqa: E402
+from search.stage import build_stage  # noqa: E402
+from search.state import RunState  # noqa: E402
 from utils.config import config_from_dict  # noqa: E402
 from utils.logging import RunLogger  # noqa: E402
 
@@ -43,16 +43,9 @@ def make_searcher(data_dir: str, mode_name: str, overrides: dict, device: torch.
            "train_architecture": {"input_size": 32, "init_channels": 8, "layers": 5}}
     sets = [f"{k}={v}" for k, v in overrides.items()]
     cfg, _ = config_from_dict(raw, sets)
-    mode = MODES[mode_name]
-    spec = mode.stages[0]
-    sec = sections_for(cfg, spec)
-    torch.manual_seed(0)
-    data = build_data(sec.dataset, sec.arch, cfg.seed)
-    loaders = build_loaders(data, sec.dataset, cfg.seed)
-    net = set_channels_last(_build_stage_net(cfg, mode, 0, data, None).to(device), cfg.channels_last)
-    components = build_components(spec, sec, data, device)
-    searcher = build_searcher(cfg, spec, 0, net, data, loaders, device, RunLogger(None, quiet=True), components)
-    searcher._start_epoch(0)
+    stage = build_stage(cfg, MODES[mode_name], 0, RunState(), device, RunLogger(None, quiet=True), RunData(cfg.seed))
+    searcher = stage.searcher
+    searcher.start_epoch(0)
     searcher.net.train()
     return searcher
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from torch import nn
 
 
 def lookahead_hypergradients(val_grads: Sequence[torch.Tensor], updates: Sequence[torch.Tensor],
@@ -38,21 +37,19 @@ def lookahead_hypergradients(val_grads: Sequence[torch.Tensor], updates: Sequenc
     return -g_u, -lr * (g_w + lr * g_u)
 
 
-class HyperGradient(nn.Module):
-    """Owns the weight lr and wd: float64 parameters, clamped to bounds, initialised at the midpoints."""
-
-    learned = True
+class HyperGradient:
+    """Owns the weight lr and wd: float64 scalars, clamped to bounds, initialised at the midpoints,
+    moved by their own SGD (the hyper-optimizer, part of `state_dict`)."""
 
     def __init__(self, *, lr_bounds: tuple[float, float], wd_bounds: tuple[float, float], h_lr: float,
                  h_momentum: float = 0.9, h_nesterov: bool = True, h_weight_decay: float = 5e-4,
                  every: int = 1, signal: str = "val"):
-        super().__init__()
         if signal not in ("val", "train"):
             raise ValueError(f"signal must be 'val' or 'train', got {signal!r}")
         self.lr_bounds, self.wd_bounds = lr_bounds, wd_bounds
         self.every, self.signal = every, signal
-        self.lr = nn.Parameter(torch.tensor(sum(lr_bounds) / 2, dtype=torch.float64))
-        self.wd = nn.Parameter(torch.tensor(sum(wd_bounds) / 2, dtype=torch.float64))
+        self.lr = torch.tensor(sum(lr_bounds) / 2, dtype=torch.float64, requires_grad=True)
+        self.wd = torch.tensor(sum(wd_bounds) / 2, dtype=torch.float64, requires_grad=True)
         self.optimizer = torch.optim.SGD([self.lr, self.wd], lr=h_lr, momentum=h_momentum,
                                          nesterov=h_nesterov and h_momentum > 0, weight_decay=h_weight_decay)
         self.last = {"d_lr": 0.0, "d_wd": 0.0}
@@ -88,11 +85,13 @@ class HyperGradient(nn.Module):
             self.wd.clamp_(*self.wd_bounds)
         self.last = {"d_lr": d_lr, "d_wd": d_wd}
 
-    def state_dict_full(self) -> dict:
-        """Parameters and the hyper-optimizer state."""
-        return {"module": self.state_dict(), "optimizer": self.optimizer.state_dict()}
+    def state_dict(self) -> dict:
+        """lr, wd and the hyper-optimizer's state."""
+        return {"lr": self.lr.detach().clone(), "wd": self.wd.detach().clone(), "optimizer": self.optimizer.state_dict()}
 
-    def load_state_dict_full(self, state: dict) -> None:
-        """Inverse of `state_dict_full`."""
-        self.load_state_dict(state["module"])
+    @torch.no_grad()
+    def load_state_dict(self, state: dict) -> None:
+        """Inverse of `state_dict`."""
+        self.lr.copy_(state["lr"])
+        self.wd.copy_(state["wd"])
         self.optimizer.load_state_dict(state["optimizer"])

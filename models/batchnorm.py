@@ -15,7 +15,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.frozen_state import state_frozen
 
 
 class _RowBatchNorm(torch.autograd.Function):
@@ -54,16 +53,19 @@ class _RowBatchNorm(torch.autograd.Function):
 
 class BatchNorm2d(nn.BatchNorm2d):
     """nn.BatchNorm2d; on CPU in training mode with a channels_last input and C % 16 != 0 it takes
-    the faster row-view path (same results up to float rounding). Inside `frozen_state()` training
-    mode leaves the running statistics alone."""
+    the faster row-view path (same results up to float rounding). `probe=True` (training mode):
+    batch statistics, running statistics left alone."""
+
+    takes_probe = True
 
     def _row_path(self, x: torch.Tensor) -> bool:
         return (self.training and x.device.type == "cpu" and x.dim() == 4 and x.shape[1] % 16 != 0
                 and x.dtype in (torch.float32, torch.float64) and x.numel() > 0
                 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        frozen = self.training and state_frozen()
+    def forward(self, x: torch.Tensor, probe: bool = False) -> torch.Tensor:
+        """Batch norm of x; `probe` leaves the running statistics untouched."""
+        frozen = self.training and probe
         if not self._row_path(x):
             if frozen:  # batch statistics, running statistics untouched
                 return nn.functional.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from models.batchnorm import BatchNorm2d
-from models.operations import FactorizedReduce, Identity, ReLUConvBN, WholeInputConv2d, drop_path, make_op
+from models.operations import FactorizedReduce, Identity, Layers, ReLUConvBN, WholeInputConv2d, drop_path, make_op
 
 
 class Normalize(nn.Module):
@@ -23,14 +23,18 @@ class Normalize(nn.Module):
 
 
 class Activations:
-    """relu(x) computed once per tensor during one network forward.
+    """What one network forward shares between its ops: relu(x) computed once per tensor, and
+    whether the forward is a probe (training-mode batch statistics, running statistics untouched).
 
     Several ops start with a ReLU of the same state (both preprocessors of a cell read the stem or
     a cell output that the next cell reads again; nodes share inputs); each would otherwise store
-    its own copy for backward and run its own ReLU backward.
+    its own copy for backward and run its own ReLU backward. The probe flag travels with the forward
+    instead of living on the modules, so a probe pass can run on one thread while another thread
+    trains the same modules (the hypergradient's overlapped validation pass).
     """
 
-    def __init__(self):
+    def __init__(self, probe: bool = False):
+        self.probe = probe
         self._seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def relu(self, x: torch.Tensor) -> torch.Tensor:
@@ -44,8 +48,8 @@ class Activations:
     def run(self, op: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """op(x), reusing relu(x) when the op starts with a ReLU."""
         if getattr(op, "relu_first", False):
-            return op(self.relu(x), activated=True)
-        return op(x)
+            return op(self.relu(x), activated=True, probe=self.probe)
+        return op(x, self.probe) if getattr(op, "takes_probe", False) else op(x)
 
 
 def _accumulate(total: torch.Tensor | None, out: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -132,7 +136,7 @@ class MixedEdge(nn.Module):
             op = make_op(name, channels, stride, affine)
             if pool_bn and "pool" in name:
                 # DARTS normalises pool outputs so their scale is comparable to the conv ops'.
-                op = nn.Sequential(op, BatchNorm2d(channels, affine=False))
+                op = Layers(op, BatchNorm2d(channels, affine=False))
             ops.append(op)
         self.ops = nn.ModuleList(ops)
 
@@ -217,7 +221,7 @@ class AuxiliaryHead(nn.Module):
 
     def __init__(self, channels: int, num_classes: int):
         super().__init__()
-        self.features = nn.Sequential(
+        self.features = Layers(
             nn.ReLU(inplace=False),
             nn.AdaptiveAvgPool2d(2),
             nn.Conv2d(channels, 128, 1, bias=False),
@@ -229,8 +233,8 @@ class AuxiliaryHead(nn.Module):
         )
         self.classifier = nn.Linear(768, num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x).flatten(1))
+    def forward(self, x: torch.Tensor, probe: bool = False) -> torch.Tensor:
+        return self.classifier(self.features(x, probe).flatten(1))
 
 
 class Stem(nn.Module):
@@ -243,29 +247,29 @@ class Stem(nn.Module):
         self.kind = kind
         if kind == "cifar":
             self.out_channels = stem_multiplier * c
-            self.stem0 = nn.Sequential(
+            self.stem0 = Layers(
                 nn.Conv2d(in_channels, self.out_channels, 3, padding=1, bias=False),
                 BatchNorm2d(self.out_channels),
             )
             self.stem1 = None
         else:
             self.out_channels = c
-            self.stem0 = nn.Sequential(
+            self.stem0 = Layers(
                 nn.Conv2d(in_channels, c // 2, 3, stride=2, padding=1, bias=False),
                 BatchNorm2d(c // 2),
                 nn.ReLU(inplace=True),
                 nn.Conv2d(c // 2, c, 3, stride=2, padding=1, bias=False),
                 BatchNorm2d(c),
             )
-            self.stem1 = nn.Sequential(
+            self.stem1 = Layers(
                 nn.ReLU(inplace=True),
                 nn.Conv2d(c, c, 3, stride=2, padding=1, bias=False),
                 BatchNorm2d(c),
             )
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        s0 = self.stem0(x)
-        return (s0, s0) if self.stem1 is None else (s0, self.stem1(s0))
+    def forward(self, x: torch.Tensor, probe: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        s0 = self.stem0(x, probe)
+        return (s0, s0) if self.stem1 is None else (s0, self.stem1(s0, probe))
 
 
 def cell_plan(stem: str, c: int, layers: int, stem_channels: int, multiplier: int = 4) -> list[tuple[int, int, int, bool, bool]]:

@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from models.cells import Activations, AuxiliaryHead, Cell, Normalize, Stem, aux_channels, cell_plan
-from models.frozen_state import state_frozen
 from models.genotypes import Genotype, genotype_from_dict
 from models.operations import global_avg_pool
 
@@ -38,20 +37,25 @@ class Network(nn.Module):
         self.aux_head = AuxiliaryHead(aux_channels(plan, layers, len(genotype.normal_concat)), num_classes) if auxiliary else None
         self.classifier = nn.Linear(len(genotype.normal_concat) * plan[-1][2], num_classes)
 
-    def forward_with_aux(self, x: torch.Tensor, with_aux: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits and, in training mode with an auxiliary head (and `with_aux`), the auxiliary logits."""
-        s0, s1 = self.stem(self.normalize(x).contiguous(memory_format=self.memory_format))
-        aux, acts = None, Activations()
-        drop = 0.0 if state_frozen() else self.drop_path_prob
+    def forward_with_aux(self, x: torch.Tensor, with_aux: bool = True,
+                         probe: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits and, in training mode with an auxiliary head (and `with_aux`), the auxiliary logits.
+
+        probe: a training-mode forward that leaves the network alone (batch statistics without
+        running-statistic updates, no drop path), e.g. the hypergradient's validation pass.
+        """
+        s0, s1 = self.stem(self.normalize(x).contiguous(memory_format=self.memory_format), probe)
+        aux, acts = None, Activations(probe)
+        drop = 0.0 if probe else self.drop_path_prob
         for i, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1, drop, acts)
             if i == self.aux_index and self.aux_head is not None and self.training and with_aux:
-                aux = self.aux_head(s1)
+                aux = self.aux_head(s1, probe)
         return self.classifier(global_avg_pool(s1)), aux
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [N, C, H, W] float in [0, 1] -> logits [N, num_classes]."""
-        return self.forward_with_aux(x, with_aux=False)[0]  # validation passes in training mode skip the head
+    def forward(self, x: torch.Tensor, probe: bool = False) -> torch.Tensor:
+        """x: [N, C, H, W] float in [0, 1] -> logits [N, num_classes]. (`probe`: see `forward_with_aux`)"""
+        return self.forward_with_aux(x, with_aux=False, probe=probe)[0]  # validation passes in training mode skip the head
 
     def weight_parameters(self) -> list[nn.Parameter]:
         """All parameters (a discrete network has no architecture parameters)."""

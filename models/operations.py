@@ -9,18 +9,30 @@ from torch import nn
 from models.batchnorm import BatchNorm2d
 
 
+class Layers(nn.Sequential):
+    """nn.Sequential that passes `probe` to its batch norms (a probe forward uses batch statistics
+    and leaves the running ones alone); its state_dict keys are nn.Sequential's."""
+
+    takes_probe = True
+
+    def forward(self, x: torch.Tensor, probe: bool = False, skip_first: bool = False) -> torch.Tensor:
+        """The layers in order (`skip_first`: x already went through the first one)."""
+        for i, layer in enumerate(self):
+            if i or not skip_first:
+                x = layer(x, probe) if isinstance(layer, BatchNorm2d) else layer(x)
+        return x
+
+
 class ReluFirst(nn.Module):
     """An op whose first layer is a ReLU. A cell that feeds one state to several such ops computes
     relu(state) once and calls `op(relu_state, activated=True)` (see models.cells.Activations)."""
 
     relu_first = True
+    takes_probe = True
 
-    def forward(self, x: torch.Tensor, activated: bool = False) -> torch.Tensor:
-        """activated=True: x already went through this op's ReLU."""
-        for i, layer in enumerate(self.op):
-            if i or not activated:
-                x = layer(x)
-        return x
+    def forward(self, x: torch.Tensor, activated: bool = False, probe: bool = False) -> torch.Tensor:
+        """activated=True: x already went through this op's ReLU; probe: see `Layers`."""
+        return self.op(x, probe, skip_first=activated)
 
 
 class ReLUConvBN(ReluFirst):
@@ -28,7 +40,7 @@ class ReLUConvBN(ReluFirst):
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int, affine: bool = True):
         super().__init__()
-        self.op = nn.Sequential(
+        self.op = Layers(
             nn.ReLU(inplace=False),
             nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
             BatchNorm2d(c_out, affine=affine),
@@ -180,7 +192,7 @@ class DilConv(ReluFirst):
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int, dilation: int,
                  affine: bool = True):
         super().__init__()
-        self.op = nn.Sequential(
+        self.op = Layers(
             nn.ReLU(inplace=False),
             DilatedDepthwiseConv2d(c_in, c_in, kernel, stride, padding, dilation=dilation, groups=c_in, bias=False),
             nn.Conv2d(c_in, c_out, 1, bias=False),
@@ -194,7 +206,7 @@ class SepConv(ReluFirst):
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int, affine: bool = True):
         super().__init__()
         # The DARTS layout, so published parameter counts are reproduced exactly.
-        self.op = nn.Sequential(
+        self.op = Layers(
             nn.ReLU(inplace=False),
             DepthwiseConv2d(c_in, c_in, kernel, stride, padding, groups=c_in, bias=False),
             nn.Conv2d(c_in, c_in, 1, bias=False),
@@ -264,18 +276,18 @@ class FactorizedReduce(ReluFirst):
         self.conv_2 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=False)
         self.bn = BatchNorm2d(c_out, affine=affine)
 
-    def forward(self, x: torch.Tensor, activated: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, activated: bool = False, probe: bool = False) -> torch.Tensor:
         """conv_1 on the even-even pixels, conv_2 on the odd-odd ones (zero beyond an odd border)."""
         if not activated:
             x = self.relu(x)
         _, _, h, w = x.shape
         if h % 2 == 0 and w % 2 == 0:
             weight = torch.cat([self.conv_1.weight, self.conv_2.weight], dim=0)
-            return self.bn(nn.functional.conv2d(_TwoSubGrids.apply(x), weight, groups=2))
+            return self.bn(nn.functional.conv2d(_TwoSubGrids.apply(x), weight, groups=2), probe)
         # Odd sizes: shift by one (a negative pad crops the first row and column, a zero one keeps
         # the sizes aligned); unlike slicing, pad's backward keeps the layout.
         shifted = nn.functional.pad(x, (-1, 1, -1, 1))
-        return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
+        return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1), probe)
 
 
 OpFactory = Callable[[int, int, bool], nn.Module]

@@ -7,7 +7,6 @@ import torch
 from torch import nn
 
 from models.cells import Activations, AuxiliaryHead, Normalize, SearchCell, Stem, aux_channels, cell_plan
-from models.frozen_state import state_frozen
 from models.genotypes import Genotype
 from models.operations import global_avg_pool
 
@@ -87,22 +86,27 @@ class Supernet(nn.Module):
         arch = {id(p) for p in self.arch_parameters()}
         return [p for p in self.parameters() if id(p) not in arch]
 
-    def forward_with_aux(self, x: torch.Tensor, with_aux: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits and, in training mode with an auxiliary head (and `with_aux`), the auxiliary logits."""
+    def forward_with_aux(self, x: torch.Tensor, with_aux: bool = True,
+                         probe: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits and, in training mode with an auxiliary head (and `with_aux`), the auxiliary logits.
+
+        probe: a training-mode forward that leaves the network alone (batch statistics without
+        running-statistic updates, no drop path), e.g. the hypergradient's validation pass.
+        """
         w_normal, w_reduce = self.mixing_weights()
         a_normal, a_reduce = self.active_ops()
-        s0, s1 = self.stem(self.normalize(x).contiguous(memory_format=self.memory_format))
-        aux, acts = None, Activations()
-        drop = 0.0 if state_frozen() else self.drop_path_prob
+        s0, s1 = self.stem(self.normalize(x).contiguous(memory_format=self.memory_format), probe)
+        aux, acts = None, Activations(probe)
+        drop = 0.0 if probe else self.drop_path_prob
         for i, cell in enumerate(self.cells):
             if cell.reduction:
                 s0, s1 = s1, cell(s0, s1, w_reduce, a_reduce, drop, acts)
             else:
                 s0, s1 = s1, cell(s0, s1, w_normal, a_normal, drop, acts)
             if i == self.aux_index and self.aux_head is not None and self.training and with_aux:
-                aux = self.aux_head(s1)
+                aux = self.aux_head(s1, probe)
         return self.classifier(global_avg_pool(s1)), aux
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [N, C, H, W] float in [0, 1] -> logits."""
-        return self.forward_with_aux(x, with_aux=False)[0]  # validation passes in training mode skip the head
+    def forward(self, x: torch.Tensor, probe: bool = False) -> torch.Tensor:
+        """x: [N, C, H, W] float in [0, 1] -> logits. (`probe`: see `forward_with_aux`)"""
+        return self.forward_with_aux(x, with_aux=False, probe=probe)[0]  # validation passes in training mode skip the head

@@ -1,14 +1,20 @@
 """Architecture updates: first-order on validation, DARTS unrolled second order, or joint.
 
-Each step owns its optimizer over `net.arch_parameters()` only. The Searcher calls `before_weights`
-(bilevel updates, on a validation batch) or `after_backward` (joint updates, from the gradients of
-the training loss the weights also use).
+Each step owns its optimizer over `net.arch_parameters()` only. The Searcher calls both hooks of
+every step: `before_weights` (bilevel updates, on a validation batch, through `update`) and
+`after_backward` (joint updates, from the gradients of the training loss the weights also use);
+each rule acts in one of them.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 from torch import nn
 from torch.func import functional_call
+
+from hpo.weight_update import WeightUpdate
+from search.policy_step import PolicyStep
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -35,20 +41,20 @@ def _step_with(params: list[torch.Tensor], grads, optimizer: torch.optim.Optimiz
 class ArchStep:
     """No architecture update (discrete networks, frozen supernets)."""
 
-    bilevel = False
-    joint = False
-
     def __init__(self, optimizer: torch.optim.Optimizer | None = None):
         self.optimizer = optimizer
 
-    def before_weights(self, net: nn.Module, train: Batch, val: Batch, lr: float,
-                       weight_optimizer: torch.optim.Optimizer,
-                       co_optimizer: torch.optim.Optimizer | None = None) -> None:
-        """Bilevel update before the weight step; `co_optimizer`'s parameters (a differentiable
-        augmentation policy that produced the validation batch) learn from the same backward."""
+    def before_weights(self, net: nn.Module, train: Batch, val_batch: Callable[[], Batch],
+                       weight_update: WeightUpdate, policy_step: PolicyStep) -> None:
+        """Hook before the training forward (bilevel rules act here)."""
+
+    def zero_grad(self) -> None:
+        """Clear the arch gradients before the training backward."""
+        if self.optimizer is not None:
+            self.optimizer.zero_grad(set_to_none=True)
 
     def after_backward(self) -> None:
-        """Joint update after the training backward."""
+        """Hook after the training backward (joint rules act here)."""
 
     def state_dict(self) -> dict:
         """Optimizer state."""
@@ -63,22 +69,36 @@ class ArchStep:
 class JointArchStep(ArchStep):
     """Single-level (DHA): the arch parameters step on the training loss of the same backward."""
 
-    joint = True
-
     def after_backward(self) -> None:
         """Adam step on the gradients the training backward left on the arch parameters."""
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
 
-class FirstOrderArchStep(ArchStep):
+class BilevelArchStep(ArchStep):
+    """An update on a validation batch before the weight step; a differentiable augmentation policy
+    that produced the validation batch (`policy_step.for_validation`) learns from the same backward."""
+
+    def before_weights(self, net: nn.Module, train: Batch, val_batch: Callable[[], Batch],
+                       weight_update: WeightUpdate, policy_step: PolicyStep) -> None:
+        """Fetch the validation batch and the lr of the coming weight step, then `update`."""
+        weight_update.finish_pending()  # the update reads the lr and writes the architecture
+        lr = weight_update.lr
+        xv, yv = val_batch()
+        xv, co_optimizer = policy_step.for_validation(xv)
+        self.update(net, train, (xv, yv), lr, weight_update.optimizer, co_optimizer)
+
+    def update(self, net: nn.Module, train: Batch, val: Batch, lr: float, weight_optimizer: torch.optim.Optimizer,
+               co_optimizer: torch.optim.Optimizer | None = None) -> None:
+        """One architecture step (and one step of `co_optimizer`'s parameters)."""
+        raise NotImplementedError
+
+
+class FirstOrderArchStep(BilevelArchStep):
     """Bilevel, first order: one Adam step on the validation loss at the current weights."""
 
-    bilevel = True
-
-    def before_weights(self, net: nn.Module, train: Batch, val: Batch, lr: float,
-                       weight_optimizer: torch.optim.Optimizer,
-                       co_optimizer: torch.optim.Optimizer | None = None) -> None:
+    def update(self, net: nn.Module, train: Batch, val: Batch, lr: float, weight_optimizer: torch.optim.Optimizer,
+               co_optimizer: torch.optim.Optimizer | None = None) -> None:
         """Gradient of the validation loss for the arch (and co-optimised) parameters only."""
         params = [p for p in net.arch_parameters() if p.requires_grad]
         extra = _params_of(co_optimizer)
@@ -89,7 +109,7 @@ class FirstOrderArchStep(ArchStep):
             _step_with(extra, grads[len(params):], co_optimizer)
 
 
-class SecondOrderArchStep(ArchStep):
+class SecondOrderArchStep(BilevelArchStep):
     """DARTS unrolled update, computed with `functional_call` (no model copy).
 
     w' = w - xi (momentum * buf + dL_train/dw + wd * w); grad_alpha = dL_val(w', a)/da
@@ -98,15 +118,12 @@ class SecondOrderArchStep(ArchStep):
     got this scaling wrong).
     """
 
-    bilevel = True
-
     def __init__(self, optimizer: torch.optim.Optimizer, momentum: float, weight_decay: float):
         super().__init__(optimizer)
         self.momentum, self.weight_decay = momentum, weight_decay
 
-    def before_weights(self, net: nn.Module, train: Batch, val: Batch, lr: float,
-                       weight_optimizer: torch.optim.Optimizer,
-                       co_optimizer: torch.optim.Optimizer | None = None) -> None:
+    def update(self, net: nn.Module, train: Batch, val: Batch, lr: float, weight_optimizer: torch.optim.Optimizer,
+               co_optimizer: torch.optim.Optimizer | None = None) -> None:
         """Set the arch gradients by the unrolled formula and take one optimizer step.
 
         Co-optimised parameters (a differentiable policy) get the first-order part dL_val(w')/dp.

@@ -6,36 +6,18 @@ from pathlib import Path
 
 import torch
 
-from models.genotypes import Genotype, genotype_from_dict
-from models.network import Network, count_params_m, set_channels_last
+from models.network import count_params_m, set_channels_last
 from models.summary import count_madds_m
-from search.build import (Components, build_components, build_data, build_eval_transform, build_loaders,
-                          build_network, build_searcher, build_supernet, enter_continue_stage, sections_for)
+from search.data import RunData, build_eval_transform, build_train_augment
 from search.evaluate import evaluate
 from search.export import export_model, write_json
-from search.modes import Mode
+from search.modes import Augment, Kind, Mode
 from search.searcher import Searcher
-from utils.checkpoint import atomic_save
+from search.stage import Stage, build_stage, resume_stage
+from search.state import RunState, save_checkpoint
 from utils.config import RunConfig, config_to_dict
 from utils.logging import RunLogger
-from utils.seeding import derive_seed, seed_everything
-
-CHECKPOINT_FORMAT = 1
-
-
-class DataCache:
-    """Builds each distinct (dataset, input size) once per run."""
-
-    def __init__(self, cfg: RunConfig):
-        self.cfg, self._data = cfg, {}
-
-    def get(self, spec) -> tuple:
-        sec = sections_for(self.cfg, spec)
-        key = (repr(sec.dataset), sec.arch.input_size)
-        if key not in self._data:
-            data = build_data(sec.dataset, sec.arch, self.cfg.seed)
-            self._data[key] = (data, build_loaders(data, sec.dataset, self.cfg.seed))
-        return self._data[key]
+from utils.seeding import seed_everything
 
 
 def _log_policy(logger: RunLogger, searcher: Searcher, data, epoch: int, every: int) -> None:
@@ -82,144 +64,110 @@ def _log_epoch(logger: RunLogger, searcher: Searcher, record: dict) -> None:
                 f"| lr {record['lr']:.5f} ({record['seconds']:.1f}s){extra}")
 
 
-def _build_stage_net(cfg: RunConfig, mode: Mode, index: int, data, genotype: Genotype | None) -> torch.nn.Module:
-    """The network a stage trains (fresh weights; a checkpoint or the previous stage fills them)."""
-    spec = mode.stages[index]
-    sec = sections_for(cfg, spec)
-    if spec.kind == "search":
-        size_arch = sections_for(cfg, mode.stages[-1]).arch if mode.stages[-1].kind == "retrain" else sec.arch
-        return build_supernet(spec.space, sec.arch, data, size_arch)
-    if spec.kind == "continue":
-        search = mode.stages[index - 1]
-        return build_supernet(search.space, sections_for(cfg, search).arch, data, sec.arch)
-    return build_network(genotype, sec.arch, data)
+class Clock:
+    """Seconds of this run, earlier sessions included."""
+
+    def __init__(self, before: float):
+        self.before, self.started = before, time.time()
+
+    def __call__(self) -> float:
+        return self.before + time.time() - self.started
 
 
 def run_mode(cfg: RunConfig, mode: Mode, device: torch.device, run_dir: Path, logger: RunLogger,
-             resume: dict | None = None) -> dict:
-    """All stages of `mode`, then export. `resume` is a checkpoint dict written by this function."""
-    started = time.time()
-    state = dict(resume) if resume else {"stage_index": 0, "epoch": 0, "results": [], "elapsed": 0.0,
-                                         "search_seconds": None, "carry": None, "searcher": None}
-    elapsed_before = state["elapsed"]
-
-    def elapsed() -> float:
-        return elapsed_before + time.time() - started
-
-    def save(**fields) -> None:
-        blob = {"format": CHECKPOINT_FORMAT, "mode": mode.name, "config": config_to_dict(cfg),
-                "results": state["results"], "elapsed": elapsed(), "search_seconds": state["search_seconds"]}
-        atomic_save({**blob, **fields}, run_dir / "checkpoint.pt")
-
+             run_data: RunData, state: RunState | None = None) -> dict:
+    """All stages of `mode` from where `state` (a checkpoint's, or None for a new run) stands, then the artifacts."""
+    state = state or RunState()
+    clock = Clock(state.elapsed)
     seed_everything(cfg.seed)
-    cache = DataCache(cfg)
-    net, components = None, Components()
-    for index, spec in enumerate(mode.stages):
-        if index < state["stage_index"]:
-            continue
-        sec = sections_for(cfg, spec)
-        data, loaders = cache.get(spec)
-        genotype = genotype_from_dict(state["results"][-1]["genotype"]) if state["results"] else None
-        # Building consumes the RNG: seed it per stage so a resumed run builds the same objects.
-        torch.manual_seed(derive_seed(cfg.seed, index, 10**6))
-        if spec.kind != "continue" or net is None:
-            net = set_channels_last(_build_stage_net(cfg, mode, index, data, genotype).to(device), cfg.channels_last)
-            # A continue stage carries the search stage's components; rebuilt here only on resume.
-            source = mode.stages[index - 1] if spec.kind == "continue" else spec
-            components = build_components(source, sections_for(cfg, source), data, device,
-                                          replay=state.get("policy_export"))
-        searcher = build_searcher(cfg, spec, index, net, data, loaders, device, logger, components)
-        if spec.kind == "continue":
-            if state.get("carry") is not None:  # resuming at the start of the continue stage
-                searcher.load_carry_state(state["carry"])
-            net.freeze_arch()
-            enter_continue_stage(components, sec)
-        start_epoch = 0
-        if state.get("searcher") is not None:  # resuming inside this stage
-            searcher.load_state_dict(state["searcher"])
-            start_epoch = state["epoch"]
-        state["carry"] = state["searcher"] = None
-        logger.info(f"stage {index + 1}/{len(mode.stages)} ({spec.kind}): "
-                    f"{sum(p.numel() for p in net.weight_parameters()) / 1e6:.3f}M weights, "
-                    f"{len(data.train)} train / {len(data.val)} val / {len(data.test)} test images")
-
-        def finish_stage(epochs: int, history: list) -> None:
-            result = {"stage": spec.kind, "epochs": epochs, "history": history}
-            if components.policy is not None and spec.augment not in ("none", "replay"):
-                state["policy_export"] = components.policy.export()  # what a later stage replays
-            if spec.kind == "search":
-                result["genotype"] = net.genotype().to_dict()
-                state["search_seconds"] = elapsed()
-                logger.info(f"search finished after {epochs} epochs; genotype {net.genotype().to_json()}")
-            state["results"].append(result)
-
-        def on_epoch_end(s: Searcher, epoch: int, done: bool) -> None:
-            _log_epoch(logger, s, s.history[-1])
-            if s.policy is not None:
-                _log_policy(logger, s, data, epoch, sec.da.log_images_every)
-            if done:
-                finish_stage(epoch + 1, s.history)
-                save(stage_index=index + 1, epoch=0, searcher=None, carry=s.carry_state(),
-                     policy_export=state.get("policy_export"))
-            else:
-                save(stage_index=index, epoch=epoch + 1, searcher=s.state_dict(), carry=None,
-                     policy_export=state.get("policy_export"))
-
-        if searcher.loop.epochs > start_epoch:
-            searcher.run(start_epoch, on_epoch_end)
+    stage = None
+    for index in range(state.stage_index, len(mode.stages)):
+        stage = build_stage(cfg, mode, index, state, device, logger, run_data)
+        start_epoch = resume_stage(stage, state)
+        state.carry = state.searcher = None
+        logger.info(f"stage {index + 1}/{len(mode.stages)} ({stage.spec.kind.value}): "
+                    f"{sum(p.numel() for p in stage.net.weight_parameters()) / 1e6:.3f}M weights, "
+                    f"{len(stage.data.train)} train / {len(stage.data.val)} val / {len(stage.data.test)} test images")
+        if stage.searcher.loop.epochs > start_epoch:
+            stage.searcher.run(start_epoch, lambda s, epoch, done: _end_epoch(cfg, mode, stage, state, clock, run_dir,
+                                                                              logger, epoch, done))
         else:
-            finish_stage(0, [])
+            _finish_stage(stage, state, clock, 0, [], logger)
+            state.carry = stage.searcher.carry_state()
+    if stage is None:  # interrupted after the last stage, during the artifacts: its carry is the model
+        stage = build_stage(cfg, mode, len(mode.stages) - 1, state, device, logger, run_data)
+        stage.searcher.load_carry_state(state.carry)
+    final = stage.net.derive_model() if stage.spec.kind is Kind.CONTINUE else stage.net
+    return _finish(cfg, mode, set_channels_last(final, cfg.channels_last), stage, state, device, run_dir, logger,
+                   clock())
 
-    final = net.derive_model() if mode.stages[-1].kind == "continue" else net
-    final = set_channels_last(final, cfg.channels_last)
-    return _finish(cfg, mode, final, components, cache.get(mode.stages[-1]), state, device, run_dir, logger,
-                   elapsed())
+
+def _end_epoch(cfg: RunConfig, mode: Mode, stage: Stage, state: RunState, clock: Clock, run_dir: Path,
+               logger: RunLogger, epoch: int, done: bool) -> None:
+    """Log the epoch; at the stage's end record its result; checkpoint either way."""
+    searcher = stage.searcher
+    _log_epoch(logger, searcher, searcher.history[-1])
+    if searcher.policy is not None:
+        _log_policy(logger, searcher, stage.data, epoch, stage.sections.da.log_images_every)
+    if done:
+        _finish_stage(stage, state, clock, epoch + 1, searcher.history, logger)
+        state.stage_index, state.epoch, state.searcher = stage.index + 1, 0, None
+        state.carry = searcher.carry_state()
+    else:
+        state.stage_index, state.epoch, state.searcher = stage.index, epoch + 1, searcher.state_dict()
+    state.elapsed = clock()
+    save_checkpoint(run_dir / "checkpoint.pt", mode.name, config_to_dict(cfg), state)
 
 
-def _finish(cfg: RunConfig, mode: Mode, model: Network, components: Components, data_loaders, state: dict,
+def _finish_stage(stage: Stage, state: RunState, clock: Clock, epochs: int, history: list,
+                  logger: RunLogger) -> None:
+    """Record a finished stage: its epochs, history, genotype (search) and searched policy."""
+    result = {"stage": stage.spec.kind.value, "epochs": epochs, "history": history}
+    if stage.searcher.policy is not None and stage.spec.augment not in (Augment.NONE, Augment.REPLAY):
+        state.policy_export = stage.searcher.policy.export()  # what a later stage replays
+    if stage.spec.kind is Kind.SEARCH:
+        genotype = stage.net.genotype()
+        result["genotype"] = genotype.to_dict()
+        state.search_seconds = clock()
+        logger.info(f"search finished after {epochs} epochs; genotype {genotype.to_json()}")
+    state.results.append(result)
+
+
+def _finish(cfg: RunConfig, mode: Mode, model: torch.nn.Module, stage: Stage, state: RunState,
             device: torch.device, run_dir: Path, logger: RunLogger, elapsed: float) -> dict:
     """Evaluate the ready model once on val and test, then write every artifact."""
-    data, loaders = data_loaders
+    data, loaders, sec = stage.data, stage.loaders, stage.sections
     model = model.to(device).eval()
-    sec = sections_for(cfg, mode.stages[-1])
     quirk = build_eval_transform(sec.dataset, sec.arch, data, device)
     val = evaluate(model, loaders["val"], device, transform=quirk)
     test = evaluate(model, loaders["test"], device, transform=quirk)  # the only use of the test split
     genotype = model.genotype
-    image_shape = (data.channels, data.image_size, data.image_size)
     madds = count_madds_m(model, data.image_size, data.channels)
-    history = [r for result in state["results"] for r in result["history"]]
-    metrics = {"mode": mode.name, "dataset": data_name(cfg, mode), "val_top1": val["top1"], "val_loss": val["loss"],
+    metrics = {"mode": mode.name, "dataset": sec.dataset.name, "val_top1": val["top1"], "val_loss": val["loss"],
                "test_top1": test["top1"], "test_loss": test["loss"], "test_images": test["count"],
                "params_m": count_params_m(model), "madds_m": madds,
-               "search_epochs": state["results"][0]["epochs"] if state["results"] else 0,
-               "search_seconds": state["search_seconds"], "total_seconds": elapsed,
+               "search_epochs": state.results[0]["epochs"] if state.results else 0,
+               "search_seconds": state.search_seconds, "total_seconds": elapsed,
                "genotype": genotype.to_dict()}
     write_json(genotype.to_dict(), run_dir / "genotype.json")
-    policy = components.policy.export() if components.policy is not None else {"type": "none"}
-    policy["searched"] = any(s.augment != "none" for s in mode.stages)
-    policy["train_augment"] = build_train_augment_description(cfg, mode, data)
+    policy = stage.searcher.policy
+    policy = policy.export() if policy is not None else {"type": "none"}
+    policy["searched"] = any(s.augment is not Augment.NONE for s in mode.stages)
+    policy["train_augment"] = build_train_augment(sec.dataset, sec.arch, data).describe()
     write_json(policy, run_dir / "policy.json")
-    hparams = {"learned": components.hyper is not None,
-               "trace": [{k: r[k] for k in ("stage", "epoch", "lr", "wd")} for r in history]}
-    if components.hyper is not None:
-        hparams.update(final=components.hyper.values(), steps=[t for r in history for t in r.get("hyper_trace", [])])
-    write_json(hparams, run_dir / "hparams.json")
-    export_model(model, run_dir, image_shape)
-    metrics["total_seconds"] = elapsed
+    write_json(_hparams(stage, state.history()), run_dir / "hparams.json")
+    export_model(model, run_dir, (data.channels, data.image_size, data.image_size))
     write_json(metrics, run_dir / "metrics.json")
     logger.info(f"test top-1 {test['top1']:.4f} (val {val['top1']:.4f}), {metrics['params_m']:.3f}M params, "
                 f"{madds:.1f}M multiply-adds")
     return metrics
 
 
-def data_name(cfg: RunConfig, mode: Mode) -> str:
-    """Dataset of the final stage."""
-    return sections_for(cfg, mode.stages[-1]).dataset.name
-
-
-def build_train_augment_description(cfg: RunConfig, mode: Mode, data) -> dict:
-    """The fixed augmentation the final stage trained with."""
-    from search.build import build_train_augment
-    sec = sections_for(cfg, mode.stages[-1])
-    return build_train_augment(sec.dataset, sec.arch, data).describe()
+def _hparams(stage: Stage, history: list[dict]) -> dict:
+    """hparams.json: lr / wd per epoch and, where they were learned, per logged step and at the end."""
+    hyper = stage.searcher.weight_update.hyper
+    hparams = {"learned": hyper is not None,
+               "trace": [{k: r[k] for k in ("stage", "epoch", "lr", "wd")} for r in history]}
+    if hyper is not None:
+        hparams.update(final=hyper.values(), steps=[t for r in history for t in r.get("hyper_trace", [])])
+    return hparams

@@ -9,9 +9,10 @@ import torch
 from torch import nn
 
 from augment.policy import AugmentPolicy
+from hpo.weight_update import WeightUpdate
 from search.arch_step import ArchStep
 from search.evaluate import evaluate, to_input
-from search.weight_step import SgdUpdate
+from search.policy_step import PolicyStep
 from utils.logging import RunLogger
 from utils.seeding import derive_seed
 
@@ -34,22 +35,24 @@ class LoopConfig:
 
 
 class Searcher:
-    """Trains `net` for one stage: weights always, architecture through `arch_step`."""
+    """Trains `net` for one stage: weights always, architecture through `arch_step`, the
+    augmentation policy through `policy_step`, lr / wd through `weight_update`."""
 
-    def __init__(self, net: nn.Module, weight_update: SgdUpdate, schedule, arch_step: ArchStep,
+    def __init__(self, net: nn.Module, weight_update: WeightUpdate, arch_step: ArchStep, policy_step: PolicyStep,
                  train_augment: nn.Module, train_loader, val_batches, val_loader, device: torch.device,
-                 loop: LoopConfig, logger: RunLogger, policy: AugmentPolicy | None = None,
-                 policy_optimizer: torch.optim.Optimizer | None = None, eval_transform=None):
-        self.net, self.weight_update, self.schedule = net, weight_update, schedule
-        self.weight_optimizer = weight_update.optimizer
-        self.arch_step, self.train_augment = arch_step, train_augment
-        self.policy, self.policy_optimizer = policy, policy_optimizer
+                 loop: LoopConfig, logger: RunLogger, eval_transform=None):
+        self.net, self.weight_update, self.arch_step, self.policy_step = net, weight_update, arch_step, policy_step
+        self.train_augment = train_augment
         self.eval_transform = eval_transform  # None, or the reference's Cutout on validation batches
         self.train_loader, self.val_batches, self.val_loader = train_loader, val_batches, val_loader
         self.device, self.loop, self.logger = device, loop, logger
-        self.weights = [p for p in net.weight_parameters()]
         self.step = 0
         self.history: list[dict] = []  # one record per epoch: lr, wd, losses, accuracies
+
+    @property
+    def policy(self) -> AugmentPolicy | None:
+        """The stage's augmentation policy (None: none)."""
+        return self.policy_step.policy
 
     def _val_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         xv, yv = next(self.val_batches)
@@ -61,59 +64,41 @@ class Searcher:
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One update; returns [classifier loss sum, correct, count] as a device tensor (no host sync).
 
-        Order: 1. batch to the device, crop/flip, the augmentation policy, Cutout; 2. bilevel
-        architecture update on a validation batch (a differentiable policy learns from the same
-        backward); 3. forward on the training batch, per-sample loss (+ auxiliary); 4. score-function
-        policy update from the detached per-sample loss; 5. one backward for the weights (and, joint,
-        the architecture); 6. clip, weight step (and the hypergradient step on lr / wd).
+        Order: 1. batch to the device, crop/flip, the augmentation policy, Cutout; 2. the architecture
+        step's hook before the weights (bilevel: an update on a validation batch, through which a
+        differentiable policy learns too); 3. forward on the training batch, per-sample loss
+        (+ auxiliary); 4. the policy's update from the detached per-sample loss; 5. one backward for
+        the weights (and, joint, the architecture); 6. the architecture step's hook after the
+        backward; 7. clip, weight step (and the hypergradient step on lr / wd).
         """
         x, y = self.train_augment.pre(to_input(x, self.device)), y.to(self.device, non_blocking=True)
-        policy, info = self.policy, {}
-        if policy is not None:
-            if policy.differentiable:
-                with torch.no_grad():  # its gradient comes from the validation pass
-                    x, info = policy(x)
-            else:
-                x, info = policy(x)
+        x, info = self.policy_step.augment(x)
         x = self.train_augment.post(x)
-        if self.arch_step.bilevel:
-            self.weight_update.finish_pending()  # the bilevel step reads the lr and writes alphas
-        lr = self.weight_optimizer.param_groups[0]["lr"]
-        if self.arch_step.bilevel:
-            xv, yv = self._val_batch()  # bilevel updates see validation images as the reference did
-            co_optimizer = None
-            if policy is not None and policy.differentiable and self.policy_optimizer is not None:
-                xv, _ = policy(xv)
-                co_optimizer = self.policy_optimizer
-            self.arch_step.before_weights(self.net, (x, y), (xv, yv), lr, self.weight_optimizer, co_optimizer)
+        self.arch_step.before_weights(self.net, (x, y), self._val_batch, self.weight_update, self.policy_step)
         logits, aux = self.net.forward_with_aux(x)
         classifier_loss = nn.functional.cross_entropy(logits, y, reduction="none")
         per_sample = classifier_loss
         if aux is not None and self.loop.aux_weight > 0:
             per_sample = per_sample + self.loop.aux_weight * nn.functional.cross_entropy(aux, y, reduction="none")
         loss = per_sample.mean()
-        if policy is not None and not policy.differentiable and self.policy_optimizer is not None:
-            self.policy_optimizer.zero_grad(set_to_none=True)
-            policy.policy_loss(per_sample.detach(), info).backward()
-            self.policy_optimizer.step()
-        self.weight_optimizer.zero_grad(set_to_none=True)
-        if self.arch_step.optimizer is not None:
-            self.arch_step.optimizer.zero_grad(set_to_none=True)
+        self.policy_step.update(per_sample.detach(), info)
+        self.weight_update.optimizer.zero_grad(set_to_none=True)
+        self.arch_step.zero_grad()
         loss.backward()
         # A background validation pass of the previous step (at these same weights) ends here,
         # before the architecture and the weights change.
         self.weight_update.finish_pending()
-        if self.arch_step.joint:
-            self.arch_step.after_backward()
+        self.arch_step.after_backward()
         if self.loop.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.weights, self.loop.grad_clip)
-        self.weight_update.step(self.net, self.weights, self.step, self._val_batch)
+            nn.utils.clip_grad_norm_(self.weight_update.weights, self.loop.grad_clip)
+        self.weight_update.step(self.step, self._val_batch)
         with torch.no_grad():
             n = torch.tensor(float(y.numel()), device=self.device)
             # The reported train loss is the classifier's alone, on the same scale as the val loss.
             return torch.stack([classifier_loss.detach().sum(), (logits.argmax(1) == y).sum().float(), n])
 
-    def _start_epoch(self, epoch: int) -> None:
+    def start_epoch(self, epoch: int) -> None:
+        """Seed, data order, lr / wd, drop path and the supernet's hook for `epoch`."""
         # Everything random in an epoch derives from (seed, stage, epoch): resuming at an epoch
         # boundary needs no saved RNG state and reproduces the run bit for bit on CPU.
         epoch_seed = derive_seed(self.loop.seed, self.loop.stage_index, epoch)
@@ -121,18 +106,15 @@ class Searcher:
         self.train_loader.set_epoch(epoch)
         if self.val_batches is not None:
             self.val_batches.reset(epoch_seed)
-        values = self.schedule.values(epoch)
-        for group in self.weight_optimizer.param_groups:
-            group["lr"], group["weight_decay"] = values["lr"], values["wd"]
-        if self.policy is not None:
-            self.policy.train()
+        self.weight_update.start_epoch(epoch)
+        self.policy_step.start_epoch()
         self.net.drop_path_prob = self.loop.drop_path_max * epoch / max(1, self.loop.epochs)
         if self.loop.searching:
             self.net.on_epoch_start(epoch)
 
     def train_epoch(self, epoch: int) -> dict:
         """One pass over the training loader, then the supernet's epoch-end hook and validation."""
-        self._start_epoch(epoch)
+        self.start_epoch(epoch)
         self.net.train()
         steps = len(self.train_loader)
         if self.loop.max_steps is not None:
@@ -173,7 +155,7 @@ class Searcher:
             arch_info = {**arch_info, "policy_entropy": float(self.policy.entropy())}
         if hyper is not None:
             arch_info = {**arch_info, "hyper_trace": hyper_trace}
-        record = {"stage": self.loop.stage, "epoch": epoch, **self.schedule.values(epoch),
+        record = {"stage": self.loop.stage, "epoch": epoch, **self.weight_update.values(epoch),
                   "train_loss": loss_sum / count, "train_top1": correct / count,
                   "val_loss": val["loss"], "val_top1": val["top1"], "seconds": time.time() - started, **arch_info}
         self.history.append(record)
@@ -193,46 +175,27 @@ class Searcher:
 
     def state_dict(self) -> dict:
         """Everything needed to continue this stage exactly (network included)."""
-        return {"net": self.net.state_dict(), "weight_optimizer": self.weight_optimizer.state_dict(),
-                "arch_step": self.arch_step.state_dict(), "schedule": schedule_state(self.schedule),
-                "step": self.step, "history": self.history, **self.carry_state()}
+        return {"net": self.net.state_dict(), "weight_update": self.weight_update.state_dict(),
+                "arch_step": self.arch_step.state_dict(), "policy_step": self.policy_step.state_dict(),
+                "step": self.step, "history": self.history}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what `state_dict` gathered."""
+        self.net.load_state_dict(state["net"])
+        self.weight_update.load_state_dict(state["weight_update"])
+        self.arch_step.load_state_dict(state["arch_step"])
+        self.policy_step.load_state_dict(state["policy_step"])
+        self.step = state["step"]
+        self.history = list(state["history"])
 
     def carry_state(self) -> dict:
-        """What outlives a stage when the same network continues: the policy and the learned lr / wd."""
-        learned = getattr(self.schedule, "learned", False)
-        return {"net": self.net.state_dict(),
-                "policy": self.policy.state_dict() if self.policy is not None else None,
-                "policy_optimizer": self.policy_optimizer.state_dict() if self.policy_optimizer else None,
-                "hyper": schedule_state(self.schedule) if learned else None}
+        """What outlives the stage: the network, the policy and the learned lr / wd (the next stage
+        of the same network starts from it; the last stage's is the finished model)."""
+        return {"net": self.net.state_dict(), "policy_step": self.policy_step.state_dict(),
+                "weight_update": self.weight_update.carry_state()}
 
     def load_carry_state(self, state: dict) -> None:
         """Inverse of `carry_state`."""
         self.net.load_state_dict(state["net"])
-        if self.policy is not None and state.get("policy") is not None:
-            self.policy.load_state_dict(state["policy"])
-        if self.policy_optimizer is not None and state.get("policy_optimizer") is not None:
-            self.policy_optimizer.load_state_dict(state["policy_optimizer"])
-        if getattr(self.schedule, "learned", False) and state.get("hyper") is not None:
-            load_schedule_state(self.schedule, state["hyper"])
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore what `state_dict` gathered."""
-        self.load_carry_state(state)
-        self.weight_optimizer.load_state_dict(state["weight_optimizer"])
-        self.arch_step.load_state_dict(state["arch_step"])
-        load_schedule_state(self.schedule, state["schedule"])
-        self.step = state["step"]
-        self.history = list(state["history"])
-
-
-def schedule_state(schedule) -> dict:
-    """State of a fixed schedule or of a HyperGradient (which also has an optimizer)."""
-    return schedule.state_dict_full() if hasattr(schedule, "state_dict_full") else schedule.state_dict()
-
-
-def load_schedule_state(schedule, state: dict) -> None:
-    """Inverse of `schedule_state`."""
-    if hasattr(schedule, "load_state_dict_full"):
-        schedule.load_state_dict_full(state)
-    else:
-        schedule.load_state_dict(state)
+        self.policy_step.load_state_dict(state["policy_step"])
+        self.weight_update.load_carry_state(state["weight_update"])

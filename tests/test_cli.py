@@ -128,8 +128,11 @@ def _mode_for(conf: str) -> str:
 
 @pytest.mark.parametrize("conf", SHIPPED)
 def test_every_shipped_config_dry_runs_on_fake(conf, capsys):
+    # `fake` has 256 pool images: the papers' batches (up to 256) would not fit its training split,
+    # which the dry run checks as the run would.
     argv = ["--conf_path", str(REPO / conf), "--Running", _mode_for(conf), "--dry_run", "--device", "cpu",
-            "--set", "dataset.name=fake", "--set", "tune_dataset.name=fake"]
+            "--set", "dataset.name=fake", "--set", "tune_dataset.name=fake",
+            "--set", "dataset.batch_size=16", "--set", "tune_dataset.batch_size=16"]
     assert search_darts.main(argv) == 0, capsys.readouterr().err
     assert "dry run ok" in capsys.readouterr().out
 
@@ -140,3 +143,10 @@ def test_shipped_configs_exist():
         assert f"{ds}_ista.json" in names and f"{ds}_ista_single.json" in names
     assert "cifar10_darts.json" in names and "digits.json" in names
     assert json.loads((REPO / "conf/demo/digits.json").read_text())["dataset"]["name"] == "digits"
+
+
+def test_dry_run_refuses_a_batch_larger_than_the_training_split(write_config, tmp_path, capsys):
+    conf = write_config()
+    _bad(capsys, ["--conf_path", str(conf), "--Running", "ista_single_nor", "--dry_run",
+                  "--set", "dataset.batch_size=5000"], "fewer than one batch")
+    assert not (tmp_path / "runs").exists()

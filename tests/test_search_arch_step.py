@@ -4,9 +4,11 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from hpo.weight_update import WeightUpdate
 from models.darts import DartsSupernet
 from search.arch_step import (ArchStep, FirstOrderArchStep, JointArchStep, SecondOrderArchStep,
                               make_arch_optimizer)
+from search.policy_step import PolicyStep
 
 
 class Tiny(nn.Module):
@@ -102,7 +104,7 @@ def test_second_order_gradient_matches_exact_unrolled_gradient():
     before = alpha.detach().clone()
     w_before = {n: w.detach().clone() for n, w in weights.items()}
     step = SecondOrderArchStep(torch.optim.SGD([alpha], lr=1.0), momentum=momentum, weight_decay=wd)
-    step.before_weights(net, train, val, lr, w_opt)
+    step.update(net, train, val, lr, w_opt)
     used = before - alpha.detach()
     assert (used - exact).norm() / exact.norm() < 1e-3
     assert alpha.grad is None
@@ -136,8 +138,8 @@ def test_first_order_moves_only_arch_parameters(supernet):
     a_before = [a.detach().clone() for a in net.arch_parameters()]
     w_opt = torch.optim.SGD(net.weight_parameters(), lr=0.1, momentum=0.9)
     step = FirstOrderArchStep(make_arch_optimizer(net.arch_parameters(), lr=0.01, weight_decay=1e-3))
-    assert step.bilevel and not step.joint
-    step.before_weights(net, train, val, 0.1, w_opt)
+    # through the hook the Searcher calls: it reads the lr from the weight update, the batch from the stream
+    step.before_weights(net, train, lambda: val, WeightUpdate(w_opt), PolicyStep())
     for p, b in zip(net.weight_parameters(), w_before):
         assert torch.equal(p, b)
         assert torch.equal(p.grad, sentinel[id(p)])
@@ -152,7 +154,7 @@ def test_first_order_skips_frozen_arch_parameters(supernet):
     net.alpha_reduce.requires_grad_(False)
     before = net.alpha_reduce.detach().clone()
     step = FirstOrderArchStep(make_arch_optimizer(net.arch_parameters(), lr=0.01, weight_decay=0.0))
-    step.before_weights(net, train, val, 0.1, torch.optim.SGD(net.weight_parameters(), lr=0.1))
+    step.update(net, train, val, 0.1, torch.optim.SGD(net.weight_parameters(), lr=0.1))
     assert torch.equal(net.alpha_reduce, before)
 
 
@@ -168,8 +170,7 @@ def test_second_order_on_supernet_changes_only_alphas(supernet):
     a_before = [a.detach().clone() for a in net.arch_parameters()]
     step = SecondOrderArchStep(make_arch_optimizer(net.arch_parameters(), lr=0.01, weight_decay=1e-3),
                                momentum=0.9, weight_decay=3e-4)
-    assert step.bilevel and not step.joint
-    step.before_weights(net, train, val, 0.05, w_opt)
+    step.update(net, train, val, 0.05, w_opt)
     for a, b in zip(net.arch_parameters(), a_before):
         assert not torch.equal(a, b)
         assert a.grad is None
@@ -186,8 +187,9 @@ def test_joint_step_updates_and_clears(supernet):
     net = supernet
     train, _ = _batches()
     step = JointArchStep(make_arch_optimizer(net.arch_parameters(), lr=0.01, weight_decay=0.0))
-    assert step.joint and not step.bilevel
     a_before = [a.detach().clone() for a in net.arch_parameters()]
+    step.before_weights(net, train, lambda: pytest.fail("a joint step reads no validation batch"), None, None)
+    assert all(torch.equal(a, b) for a, b in zip(net.arch_parameters(), a_before))
     w_before = [p.detach().clone() for p in net.weight_parameters()]
     nn.functional.cross_entropy(net(train[0]), train[1]).backward()
     step.after_backward()
@@ -216,12 +218,11 @@ def test_arch_optimizer_settings_and_state_round_trip(supernet):
 
 def test_base_arch_step_is_a_no_op(supernet):
     step = ArchStep()
-    assert not step.bilevel and not step.joint
     assert step.state_dict() == {}
     step.load_state_dict({})
     before = [a.detach().clone() for a in supernet.arch_parameters()]
     train, val = _batches()
-    step.before_weights(supernet, train, val, 0.1, None)
+    step.before_weights(supernet, train, lambda: val, None, None)
     step.after_backward()
     assert all(torch.equal(a, b) for a, b in zip(supernet.arch_parameters(), before))
 
@@ -234,7 +235,7 @@ def _no_normal_cell_step(kind):
     opt = make_arch_optimizer(net.arch_parameters(), lr=0.01, weight_decay=0.0)
     step = FirstOrderArchStep(opt) if kind is FirstOrderArchStep else SecondOrderArchStep(opt, 0.9, 0.0)
     normal, reduce = net.alpha_normal.detach().clone(), net.alpha_reduce.detach().clone()
-    step.before_weights(net, train, val, 0.1, torch.optim.SGD(net.weight_parameters(), lr=0.1))
+    step.update(net, train, val, 0.1, torch.optim.SGD(net.weight_parameters(), lr=0.1))
     assert not torch.equal(net.alpha_reduce, reduce)
     assert torch.equal(net.alpha_normal, normal)       # unused: no gradient, no Adam step
 

@@ -1,7 +1,8 @@
 """Config sections -> finished objects: the loaders the search loop reads."""
 from conftest import tiny_config
 
-from search.build import build_data, build_loaders, sections_for
+from search.build import sections_for
+from search.data import build_data, build_loaders
 from search.modes import MODES
 from utils.config import config_from_dict
 

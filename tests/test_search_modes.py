@@ -45,7 +45,7 @@ def test_single_stage_search_changes_architecture_and_stops_when_frozen(write_co
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["search_epochs"] == 2
     ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=False)
-    z = [v for k, v in ckpt["carry"]["net"].items() if k.startswith("z_normal.")]
+    z = [v for k, v in ckpt["state"]["carry"]["net"].items() if k.startswith("z_normal.")]
     assert z and all(t.abs().sum() > 0 for t in z)
 
 
@@ -70,3 +70,26 @@ def test_cutout_eval_quirk_changes_evaluation_only_when_asked(write_config, tmp_
     # Same training (Cutout on training batches either way), different evaluation inputs.
     assert results[False]["genotype"] == results[True]["genotype"]
     assert abs(results[False]["test_loss"] - results[True]["test_loss"]) > 2e-6  # measured 8e-5
+
+
+def test_the_mode_table_is_checked_when_it_is_defined():
+    from search.modes import ArchUpdate, Augment, Kind, Mode, Space, StageSpec
+    with pytest.raises(TypeError):
+        StageSpec("search", Space.DARTS, ArchUpdate.BILEVEL)  # a free string, not a Kind
+    with pytest.raises(ValueError, match="needs a space"):
+        StageSpec(Kind.SEARCH, None, ArchUpdate.BILEVEL)
+    with pytest.raises(ValueError, match="cannot have arch_update"):
+        StageSpec(Kind.CONTINUE, Space.ISTA_SINGLE, ArchUpdate.JOINT)
+    search = StageSpec(Kind.SEARCH, Space.DARTS, ArchUpdate.BILEVEL)
+    with pytest.raises(ValueError, match="keeps the supernet"):
+        Mode("x", (search, StageSpec(Kind.CONTINUE, Space.ISTA_SINGLE)))
+    with pytest.raises(ValueError, match="replay needs a searched policy"):
+        Mode("x", (search, StageSpec(Kind.RETRAIN, augment=Augment.REPLAY)))
+
+
+def test_every_enum_member_has_a_builder():
+    from search import build
+    from search.modes import ArchUpdate, Augment, Space
+    assert set(build.SUPERNETS) == set(Space)
+    assert set(build.ARCH_STEPS) == set(ArchUpdate)
+    assert set(build.POLICY_STEPS) == set(Augment)

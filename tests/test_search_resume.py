@@ -4,20 +4,20 @@ import json
 import pytest
 import torch
 
-import search.pipeline
+import search.state
 import search_darts
 
 
 def _run(conf, mode, interrupt_after=None, monkeypatch=None):
     if interrupt_after is not None:
-        real_save, calls = search.pipeline.atomic_save, []
+        real_save, calls = search.state.atomic_save, []
 
         def save_then_crash(obj, path):
             real_save(obj, path)
             calls.append(path)
             if len(calls) == interrupt_after:
                 raise KeyboardInterrupt
-        monkeypatch.setattr(search.pipeline, "atomic_save", save_then_crash)
+        monkeypatch.setattr(search.state, "atomic_save", save_then_crash)
     return search_darts.main(["--conf_path", str(conf), "--Running", mode, "--device", "cpu"])
 
 
@@ -74,3 +74,25 @@ def test_resume_with_another_mode_is_refused(write_config, tmp_path, monkeypatch
     monkeypatch.undo()
     code = search_darts.main(["--resume", str(tmp_path / "runs" / "fake_ista_single_nor"), "--Running", "darts"])
     assert code == 2 and "ista_single_nor" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode", ["ista_single_doal", "darts_da"])
+def test_a_run_interrupted_after_its_last_stage_finishes_on_resume(write_config, tmp_path, monkeypatch, mode):
+    # The last checkpoint is written after the last epoch; a crash then (evaluation, export) loses nothing.
+    train = {"epochs": 1, "retrain_epochs": 1, "max_steps_per_epoch": 2}
+    straight = write_config("straight.json", save_name="straight", train=train)
+    broken = write_config("broken.json", save_name="broken", train=train)
+    assert _run(straight, mode) == 0
+    assert _run(broken, mode, 2, monkeypatch) == 130
+    monkeypatch.undo()
+    run_dir = tmp_path / "runs" / f"fake_{mode}_broken"
+    assert not (run_dir / "model.pt2").exists()
+    assert search_darts.main(["--resume", str(run_dir), "--device", "cpu"]) == 0
+    ref_dir = tmp_path / "runs" / f"fake_{mode}_straight"
+    for name in ("genotype.json", "policy.json", "hparams.json"):
+        assert json.loads((run_dir / name).read_text()) == json.loads((ref_dir / name).read_text()), name
+    a = torch.load(ref_dir / "model_state.pt", weights_only=False)["state_dict"]
+    b = torch.load(run_dir / "model_state.pt", weights_only=False)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (ref_dir, run_dir))
+    assert ma["test_top1"] == mb["test_top1"] and ma["search_epochs"] == mb["search_epochs"]

@@ -1,10 +1,11 @@
-"""The hypergradient of lr and wd equals the finite-difference derivative of the val loss after one step."""
+"""The weight update: the hypergradient of lr and wd equals the finite-difference derivative of the val loss
+after one step; the overlapped validation pass reproduces the sequential run."""
 import pytest
 import torch
 from torch import nn
 
 from hpo.hypergrad import HyperGradient
-from search.weight_step import HyperUpdate, SgdUpdate
+from hpo.weight_update import HyperUpdate, WeightUpdate
 
 LR, WD = 0.1, 0.01
 
@@ -48,7 +49,7 @@ def test_hypergradients_match_finite_differences(momentum, warm):
     hyper = HyperGradient(lr_bounds=(LR, LR), wd_bounds=(WD, WD), h_lr=0.0)
     opt.zero_grad()
     nn.functional.cross_entropy(net(xt), yt).backward()
-    HyperUpdate(opt, hyper).step(net, list(net.parameters()), 0, lambda: val)
+    HyperUpdate(opt, hyper, net).step(0, lambda: val)
     d_lr, d_wd = float(hyper.last["d_lr"]), float(hyper.last["d_wd"])
     assert abs(d_lr - fd_lr) <= 1e-4 * abs(fd_lr)
     assert abs(d_wd - fd_wd) <= 1e-4 * abs(fd_wd)
@@ -59,10 +60,10 @@ def test_hyper_step_takes_the_same_weight_step_as_plain_sgd():
     net_a, opt_a = _setup(0.9, 1)
     net_b, opt_b = _setup(0.9, 1)
     hyper = HyperGradient(lr_bounds=(LR, LR), wd_bounds=(WD, WD), h_lr=0.0)
-    for net, opt, update in ((net_a, opt_a, SgdUpdate(opt_a)), (net_b, opt_b, HyperUpdate(opt_b, hyper))):
+    for net, opt, update in ((net_a, opt_a, WeightUpdate(opt_a)), (net_b, opt_b, HyperUpdate(opt_b, hyper, net_b))):
         opt.zero_grad()
         nn.functional.cross_entropy(net(xt), yt).backward()
-        update.step(net, list(net.parameters()), 0, lambda: val)
+        update.step(0, lambda: val)
     for a, b in zip(net_a.parameters(), net_b.parameters()):
         assert torch.equal(a, b)
 
@@ -72,34 +73,45 @@ def test_every_n_steps_and_train_signal():
     net, opt = _setup(0.9, 0)
     hyper = HyperGradient(lr_bounds=(0.01, 0.2), wd_bounds=(1e-4, 1e-2), h_lr=1e-2, every=2)
     calls = []
-    update = HyperUpdate(opt, hyper)
+    update = HyperUpdate(opt, hyper, net)
     for step in range(4):
         opt.zero_grad()
         nn.functional.cross_entropy(net(xt), yt).backward()
-        update.step(net, list(net.parameters()), step, lambda: calls.append(1) or val)
+        update.step(step, lambda: calls.append(1) or val)
     assert len(calls) == 2  # steps 0 and 2
     train_signal = HyperGradient(lr_bounds=(0.01, 0.2), wd_bounds=(1e-4, 1e-2), h_lr=1e-2, signal="train")
-    update = HyperUpdate(opt, train_signal)
+    update = HyperUpdate(opt, train_signal, net)
     before = train_signal.values()
     for step in range(3):
         opt.zero_grad()
         nn.functional.cross_entropy(net(xt), yt).backward()
-        update.step(net, list(net.parameters()), step, lambda: pytest.fail("the train signal needs no val batch"))
+        update.step(step, lambda: pytest.fail("the train signal needs no val batch"))
     assert train_signal.values() != before
 
 
-def test_val_pass_leaves_bn_running_stats_alone_unless_reference():
-    (xt, yt), val = _data()
-    for reference in (False, True):
-        torch.manual_seed(0)
-        net = nn.Sequential(nn.Linear(5, 7), nn.BatchNorm1d(7), nn.Tanh(), nn.Linear(7, 3)).double()
-        opt = torch.optim.SGD(net.parameters(), lr=LR, momentum=0.9)
-        update = HyperUpdate(opt, HyperGradient(lr_bounds=(LR, LR), wd_bounds=(WD, WD), h_lr=0.0), reference)
-        opt.zero_grad()
-        nn.functional.cross_entropy(net(xt), yt).backward()
-        before = net[1].running_mean.clone()
-        update.step(net, list(net.parameters()), 0, lambda: val)
-        assert torch.equal(net[1].running_mean, before) != reference
+@pytest.mark.parametrize("reference", [False, True])
+def test_val_pass_leaves_bn_running_stats_alone_unless_reference(reference, tmp_path):
+    # Through the builder, as a run wires it: a probe forward, or the reference's plain one.
+    from conftest import tiny_config
+
+    from models.genotypes import DARTS_V2
+    from models.network import Network
+    from search.build import build_weight_update, sections_for
+    from search.modes import MODES
+    from utils.config import config_from_dict
+
+    cfg, _ = config_from_dict(tiny_config(tmp_path, hpo={"reference_val_pass": reference, "overlap": False}))
+    spec = MODES["ista_single_hpo"].stages[0]
+    torch.manual_seed(0)
+    net = Network(DARTS_V2, init_channels=4, num_classes=3, layers=2).train()
+    update = build_weight_update(spec, sections_for(cfg, spec), net, epochs=1)
+    x = torch.rand(6, 3, 8, 8)
+    y = torch.randint(0, 3, (6,))
+    nn.functional.cross_entropy(net(x), y).backward()
+    before = {k: v.clone() for k, v in net.state_dict().items() if "running_mean" in k}
+    update.step(0, lambda: (torch.rand(6, 3, 8, 8), y))
+    moved = [k for k, v in net.state_dict().items() if "running_mean" in k and not torch.equal(v, before[k])]
+    assert bool(moved) == reference
 
 
 @pytest.fixture
@@ -112,14 +124,14 @@ def _hyper_run(background: bool, steps: int = 5, bad_val_at: int | None = None):
     (xt, yt), val = _data()
     net, opt = _setup(0.9, 0)
     hyper = HyperGradient(lr_bounds=(0.01, 0.2), wd_bounds=(1e-4, 1e-2), h_lr=1e-2)
-    update = HyperUpdate(opt, hyper, background=background)
+    update = HyperUpdate(opt, hyper, net, background=background)
     pending, threads = [], []
     for step in range(steps):
         opt.zero_grad()
         nn.functional.cross_entropy(net(xt), yt).backward()
         update.finish_pending()
         batch = (val[0][:, :3], val[1]) if step == bad_val_at else val
-        update.step(net, list(net.parameters()), step, lambda: batch)
+        update.step(step, lambda: batch)
         pending.append(update._pending is not None)
         threads.append(torch.get_num_threads())
     update.finish_pending()
@@ -147,7 +159,7 @@ def test_background_errors_surface_and_restore_threads(two_threads):
 def test_background_pass_also_takes_the_dot_products_off_the_main_thread(two_threads, monkeypatch):
     import threading
 
-    import search.weight_step as weight_step
+    import hpo.weight_update as weight_step
     callers = []
     real = weight_step.lookahead_hypergradients
 

@@ -1,0 +1,194 @@
+"""The weight update of one step: SGD at a scheduled lr / wd, or at a learned one.
+
+Both run `torch.optim.SGD`, so checkpoints and momentum buffers are the same either way; the learned
+version sets lr and wd from the HyperGradient before each step and then feeds the hypergradient back
+(see hpo/hypergrad.py for the formulas).
+"""
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable
+
+import torch
+from torch import nn
+
+from hpo.hypergrad import HyperGradient, lookahead_hypergradients
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class WeightUpdate:
+    """SGD whose lr / wd follow an epoch schedule (hpo.schedule), set at the start of each epoch."""
+
+    hyper: HyperGradient | None = None  # what learns lr / wd (None: the schedule sets them)
+
+    def __init__(self, optimizer: torch.optim.SGD, schedule=None):
+        self.optimizer, self.schedule = optimizer, schedule
+        self.weights = [p for group in optimizer.param_groups for p in group["params"]]
+
+    @property
+    def lr(self) -> float:
+        """The learning rate the next weight step uses."""
+        return self.optimizer.param_groups[0]["lr"]
+
+    def values(self, epoch: int) -> dict[str, float]:
+        """lr and wd of `epoch` (for the epoch record and hparams.json)."""
+        return self.schedule.values(epoch)
+
+    def start_epoch(self, epoch: int) -> None:
+        """Set the optimizer's lr / wd for `epoch`."""
+        self._set(**self.values(epoch))
+
+    def _set(self, lr: float, wd: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"], group["weight_decay"] = lr, wd
+
+    def step(self, step: int, val_batch: Callable[[], Batch]) -> None:
+        """Apply the weight step with the gradients already in `.grad`."""
+        self.optimizer.step()
+
+    def finish_pending(self) -> None:
+        """Complete work the last `step` left running in the background (nothing here)."""
+
+    def state_dict(self) -> dict:
+        """The weight optimizer and the schedule."""
+        return {"optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Inverse of `state_dict`."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+
+    def carry_state(self) -> dict | None:
+        """What outlives the stage (the learned lr / wd); a schedule starts afresh."""
+        return None
+
+    def load_carry_state(self, state: dict | None) -> None:
+        """Inverse of `carry_state`."""
+
+
+class HyperUpdate(WeightUpdate):
+    """SGD whose lr and wd are learned online by one-step look-ahead hypergradients.
+
+    `val_forward(x)` gives the validation logits at the weights after the step: a probe forward
+    (batch statistics, running statistics and drop path untouched; see models' `probe`), or, as the
+    reference, a plain training forward. With `background=True` (CPU, at least 2 intra-op threads;
+    only for a probe forward, which writes nothing) the validation pass of step t runs on a helper
+    thread while the main thread computes the training forward / backward of step t+1: both only read
+    the weights w_{t+1}, and the hypergradient is applied (`finish_pending`) before anything writes
+    them, so the lr / wd sequence is the one of the sequential order. Each side gets half of the
+    intra-op threads: at this network size a second thread speeds one op up far less than it speeds
+    up a second, independent op stream. The pass must draw no random numbers: draws from two threads
+    would interleave by timing.
+    """
+
+    def __init__(self, optimizer: torch.optim.SGD, hyper: HyperGradient,
+                 val_forward: Callable[[torch.Tensor], torch.Tensor], background: bool = False):
+        super().__init__(optimizer)
+        self.hyper, self.val_forward, self.background = hyper, val_forward, background
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: tuple[Future, int] | None = None  # (the helper's job, the full thread count)
+
+    def values(self, epoch: int | None = None) -> dict[str, float]:
+        """The learned lr and wd now."""
+        return self.hyper.values()
+
+    def state_dict(self) -> dict:
+        """The weight optimizer and the learned lr / wd with their optimizer."""
+        return {"optimizer": self.optimizer.state_dict(), "hyper": self.hyper.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Inverse of `state_dict`."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.hyper.load_state_dict(state["hyper"])
+
+    def carry_state(self) -> dict:
+        """The learned lr / wd go on into the next stage."""
+        return self.hyper.state_dict()
+
+    def load_carry_state(self, state: dict | None) -> None:
+        """Inverse of `carry_state`."""
+        if state is not None:
+            self.hyper.load_state_dict(state)
+
+    def step(self, step: int, val_batch: Callable[[], Batch]) -> None:
+        """SGD step at the learned (lr, wd), then a hypergradient step on them every `every` steps."""
+        self.finish_pending()
+        values = self.hyper.values()
+        lr, wd = values["lr"], values["wd"]
+        self._set(lr, wd)
+        live = [p for p in self.weights if p.grad is not None]
+        update_now = self.hyper.wants_update(step)
+        if update_now and self.hyper.signal == "train":
+            self._train_signal_step(live, lr)
+            return
+        momentum = self.optimizer.param_groups[0]["momentum"]
+        if update_now and momentum == 0:
+            plain = [p.grad + wd * p.detach() for p in live]
+        self.optimizer.step()
+        if not update_now:
+            return
+        # The momentum buffers and weights are updated in place only by the next optimizer step,
+        # which waits for `finish_pending`, so they need no copy.
+        updates = [self.optimizer.state[p]["momentum_buffer"] for p in live] if momentum else plain
+        x_val, y_val = val_batch()
+        threads = torch.get_num_threads()
+        if self.background and threads >= 2 and x_val.device.type == "cpu":
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hypergradient")
+            future = self._executor.submit(self._background_hypergradients, threads // 2, x_val, y_val,
+                                           live, updates, lr)
+            # The split is fixed for the whole overlap: results depend on the thread count an op
+            # runs with, so handing threads back when the helper happens to finish early would make
+            # runs irreproducible.
+            torch.set_num_threads(threads - threads // 2)
+            self._pending = (future, threads)
+            return
+        self._apply(self._hypergradients(x_val, y_val, live, updates, lr))
+
+    def _train_signal_step(self, live: list[nn.Parameter], lr: float) -> None:
+        """Baydin et al.: the fresh training gradient at w_t judges the previous update u_{t-1}."""
+        prev = [self.optimizer.state.get(p, {}).get("momentum_buffer") for p in live]
+        pairs = [(p, b) for p, b in zip(live, prev) if b is not None]
+        if pairs:
+            grads = [p.grad for p, _ in pairs]
+            bufs = [b for _, b in pairs]
+            self.hyper.apply(*lookahead_hypergradients(grads, bufs, [p.detach() for p, _ in pairs], lr))
+        self.optimizer.step()
+
+    def finish_pending(self) -> None:
+        """Wait for the background validation pass (if any) and take its hypergradient step."""
+        if self._pending is None:
+            return
+        future, threads = self._pending
+        self._pending = None
+        try:
+            hypergradients = future.result()
+        finally:
+            torch.set_num_threads(threads)
+        self._apply(hypergradients)
+
+    def _background_hypergradients(self, threads: int, *args) -> tuple[torch.Tensor, torch.Tensor] | None:
+        torch.set_num_threads(threads)  # this thread's share (OpenMP thread counts are per thread)
+        return self._hypergradients(*args)
+
+    def _hypergradients(self, x_val: torch.Tensor, y_val: torch.Tensor, live: list[nn.Parameter],
+                        updates: list[torch.Tensor], lr: float) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(dL_val/dlr, dL_val/dwd) at the weights after the step, or None if no weight reaches L_val.
+
+        In the background this runs on the helper, dot products included (they read the weights
+        and momentum buffers, which only the next weight step, after `finish_pending`, changes).
+        """
+        loss = nn.functional.cross_entropy(self.val_forward(x_val), y_val)
+        grads = torch.autograd.grad(loss, live, allow_unused=True)
+        # Weights the validation loss does not reach (the auxiliary head: 90% of the weights of a
+        # small supernet) add nothing to the dot products; skipping them saves three big copies.
+        used = [i for i, g in enumerate(grads) if g is not None]
+        if not used:
+            return None
+        return lookahead_hypergradients([grads[i] for i in used], [updates[i] for i in used],
+                                        [live[i].detach() for i in used], lr)
+
+    def _apply(self, hypergradients: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+        if hypergradients is not None:
+            self.hyper.apply(*hypergradients)

@@ -1,0 +1,102 @@
+"""`build_stage`: the one way a stage is assembled, for the run, the dry run and the benchmarks."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from datasets import DataSplits
+from models.network import set_channels_last
+from search.build import (StageSections, build_arch_step, build_policy_step, build_stage_net, build_weight_update,
+                          sections_for, stage_epochs)
+from search.data import RunData, build_eval_transform, build_train_augment
+from search.modes import Augment, Kind, Mode, Space, StageSpec
+from search.searcher import LoopConfig, Searcher
+from search.state import RunState
+from utils.config import RunConfig
+from utils.logging import RunLogger, progress_enabled
+from utils.seeding import derive_seed
+
+
+@dataclass
+class Stage:
+    """Everything one stage trains with; `searcher.run` trains it."""
+
+    index: int
+    spec: StageSpec
+    sections: StageSections
+    data: DataSplits
+    loaders: dict
+    net: nn.Module
+    searcher: Searcher
+
+
+def build_stage(cfg: RunConfig, mode: Mode, index: int, previous: RunState, device: torch.device,
+                logger: RunLogger, run_data: RunData) -> Stage:
+    """Stage `index` of `mode`, fresh, then handed what the finished stages left (`previous`):
+    a retrain stage the genotype and any searched policy to replay, a continue stage the network,
+    policy and learned lr / wd of the stage before it."""
+    spec = mode.stages[index]
+    sec = sections_for(cfg, spec)
+    data, loaders = run_data.get(sec.dataset, sec.arch)
+    # Building consumes the RNG: seed it per stage so a resumed run builds the same objects.
+    torch.manual_seed(derive_seed(cfg.seed, index, 10**6))
+    net = build_stage_net(cfg, mode, index, data, previous.genotype()).to(device)
+    net = set_channels_last(net, cfg.channels_last)
+    policy_step = build_policy_step(spec, sec, device, previous.policy_export)
+    epochs = stage_epochs(spec, sec.train)
+    loop = LoopConfig(stage=spec.kind.value, stage_index=index, epochs=epochs, seed=cfg.seed,
+                      grad_clip=sec.train.w_grad_clip, aux_weight=sec.arch.aux_weight,
+                      drop_path_max=0.0 if spec.kind is Kind.SEARCH else sec.arch.drop_path_prob,
+                      max_steps=sec.train.max_steps_per_epoch, log_every=cfg.log_every,
+                      progress=progress_enabled(cfg.progress), searching=spec.kind is Kind.SEARCH)
+    searcher = Searcher(net, build_weight_update(spec, sec, net, epochs), build_arch_step(spec, net, sec), policy_step,
+                        build_train_augment(sec.dataset, sec.arch, data).to(device), loaders["train"],
+                        loaders["val_stream"], loaders["val"], device, loop, logger,
+                        eval_transform=build_eval_transform(sec.dataset, sec.arch, data, device))
+    if spec.kind is Kind.CONTINUE:
+        hand_over(searcher, previous.carry, sec)
+    return Stage(index, spec, sec, data, loaders, net, searcher)
+
+
+def hand_over(searcher: Searcher, carry: dict | None, sec: StageSections) -> None:
+    """DHA's switch after a single-stage search: the same network, policy and learned lr / wd
+    (`carry`; None when resuming inside the stage, whose own state follows) go on with the
+    architecture fixed, stronger magnitudes, the *_tune learning rates and (`hpo.restart`) lr / wd
+    back at the middle of their bounds."""
+    if carry is not None:
+        searcher.load_carry_state(carry)
+    searcher.net.freeze_arch()
+    if searcher.policy is not None:
+        searcher.policy.set_magnitude(sec.da.magnitude_tune)
+    searcher.policy_step.set_lr(sec.da.d_lr_tune)
+    hyper = searcher.weight_update.hyper
+    if hyper is not None:
+        hyper.set_h_lr(sec.hpo.h_lr_tune)
+        if sec.hpo.restart:
+            hyper.restart()
+
+
+def resume_stage(stage: Stage, state: RunState) -> int:
+    """Load the state saved inside this stage, if any; returns the epoch to start from."""
+    if state.searcher is None:
+        return 0
+    stage.searcher.load_state_dict(state.searcher)
+    return state.epoch
+
+
+def describe_mode(mode: Mode, cfg: RunConfig) -> list[str]:
+    """Human-readable stage list for --dry_run."""
+    lines = []
+    for i, spec in enumerate(mode.stages):
+        sec = sections_for(cfg, spec)
+        what = {Kind.SEARCH: f"search a {spec.space.value if spec.space else ''} supernet "
+                             f"(arch update: {spec.arch_update.value})",
+                Kind.CONTINUE: "continue training the same network with the architecture frozen",
+                Kind.RETRAIN: "train the found genotype from scratch"}[spec.kind]
+        lines.append(f"stage {i + 1}: {what}; {stage_epochs(spec, sec.train)} epochs"
+                     + (" at most" if spec.space is Space.ISTA_SINGLE and spec.kind is Kind.SEARCH else "")
+                     + (f"; augmentation: {spec.augment.value}" if spec.augment is not Augment.NONE else "")
+                     + ("; learned lr / weight decay" if spec.hpo else ""))
+    return lines
