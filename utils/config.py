@@ -84,7 +84,7 @@ class ArchConfig:
 
 @dataclass
 class HpoConfig:
-    """`hpo` / `hpo_tune`: learned learning rate and weight decay (issue 4)."""
+    """`hpo` / `hpo_tune`: learned learning rate and weight decay (the `_hpo` and `_doal` modes)."""
 
     h_lr: float = 1e-8  # learning rate of the hyper-parameter SGD
     h_lr_tune: float = 2e-7  # replaces h_lr after a single-stage search
@@ -104,7 +104,7 @@ class HpoConfig:
 
 @dataclass
 class DaConfig:
-    """`da` / `da_tune`: the augmentation-policy search (issue 3)."""
+    """`da` / `da_tune`: the augmentation policy (searched in the `_da`, `_doal` and `darts_da` modes)."""
 
     policy: int = 14  # side of DHA's op-pair policy matrix (must equal dataset.aug_choice)
     d_lr: float = 0.02  # SGD learning rate of the policy logits
