@@ -56,8 +56,6 @@ class BatchNorm2d(nn.BatchNorm2d):
     the faster row-view path (same results up to float rounding). `probe=True` (training mode):
     batch statistics, running statistics left alone."""
 
-    takes_probe = True
-
     def _row_path(self, x: torch.Tensor) -> bool:
         return (self.training and x.device.type == "cpu" and x.dim() == 4 and x.shape[1] % 16 != 0
                 and x.dtype in (torch.float32, torch.float64) and x.numel() > 0

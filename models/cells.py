@@ -49,7 +49,7 @@ class Activations:
         """op(x), reusing relu(x) when the op starts with a ReLU."""
         if getattr(op, "relu_first", False):
             return op(self.relu(x), activated=True, probe=self.probe)
-        return op(x, self.probe) if getattr(op, "takes_probe", False) else op(x)
+        return op(x, self.probe) if isinstance(op, Layers) else op(x)
 
 
 def _accumulate(total: torch.Tensor | None, out: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

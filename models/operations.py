@@ -13,8 +13,6 @@ class Layers(nn.Sequential):
     """nn.Sequential that passes `probe` to its batch norms (a probe forward uses batch statistics
     and leaves the running ones alone); its state_dict keys are nn.Sequential's."""
 
-    takes_probe = True
-
     def forward(self, x: torch.Tensor, probe: bool = False, skip_first: bool = False) -> torch.Tensor:
         """The layers in order (`skip_first`: x already went through the first one)."""
         for i, layer in enumerate(self):
@@ -28,11 +26,10 @@ class ReluFirst(nn.Module):
     relu(state) once and calls `op(relu_state, activated=True)` (see models.cells.Activations)."""
 
     relu_first = True
-    takes_probe = True
 
     def forward(self, x: torch.Tensor, activated: bool = False, probe: bool = False) -> torch.Tensor:
         """activated=True: x already went through this op's ReLU; probe: see `Layers`."""
-        return self.op(x, probe, skip_first=activated)
+        return self.op.forward(x, probe, skip_first=activated)  # no second module call per op
 
 
 class ReLUConvBN(ReluFirst):
