@@ -1,1 +1,1 @@
-"""The search: the mode table, building objects from the config, the one loop, artifacts."""
+"""The search: the mode table, building stages from the config, the one loop, the run state, artifacts."""

@@ -159,15 +159,15 @@ def test_background_errors_surface_and_restore_threads(two_threads):
 def test_background_pass_also_takes_the_dot_products_off_the_main_thread(two_threads, monkeypatch):
     import threading
 
-    import hpo.weight_update as weight_step
+    import hpo.weight_update as weight_update
     callers = []
-    real = weight_step.lookahead_hypergradients
+    real = weight_update.lookahead_hypergradients
 
     def recording(*args):
         callers.append(threading.current_thread() is threading.main_thread())
         return real(*args)
 
-    monkeypatch.setattr(weight_step, "lookahead_hypergradients", recording)
+    monkeypatch.setattr(weight_update, "lookahead_hypergradients", recording)
     _hyper_run(True, steps=3)
     assert callers == [False] * 3
     _hyper_run(False, steps=2)

@@ -218,7 +218,7 @@ def test_state_dict_round_trip(perturbed):
     assert [z.requires_grad for z in a.arch_parameters()] == [z.requires_grad for z in b.arch_parameters()]
 
 
-def test_state_dict_round_trip_restores_frozen_state():
+def test_state_dict_round_trip_restores_the_frozen_nodes():
     a = make(True, seed=0)
     a.on_epoch_end(1)             # z unchanged: every node converges and freezes
     a.freeze_arch()
