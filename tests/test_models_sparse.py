@@ -1,9 +1,11 @@
-"""The batched FISTA LASSO solver."""
+"""The exact LASSO solver: optimality certified by the KKT conditions, batched equals single."""
 import numpy as np
 import pytest
 import torch
 
-from models.sparse import lasso, lasso_objective, soft_threshold
+import models.sparse
+from models.genotypes import PRIMITIVES_ISTA
+from models.sparse import KKT_TOLERANCE, UncertifiedLassoWarning, kkt_violation, lasso, lasso_objective, soft_threshold
 
 
 def _problem(seed=0, m=20, n=50, support=(7, 31), values=(1.5, -2.0)):
@@ -113,3 +115,63 @@ def test_objective_not_above_zero_vector(alpha):
     A, z, _ = _problem(seed=9)
     x = lasso(A, z, alpha=alpha)
     assert lasso_objective(A, z, x, alpha) <= lasso_objective(A, z, torch.zeros_like(x), alpha)
+
+
+# --- the production regime: the configs' m = 7, node widths K * (i + 2), z from 1e-3 to 2 --------
+
+M = 7
+WIDTHS = [len(PRIMITIVES_ISTA) * (i + 2) for i in range(4)]
+
+
+def _measurements(kind, n, rng):
+    return rng.standard_normal((M, n)) / M ** 0.5 if kind == "gaussian" else rng.random((M, n))
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "uniform"])
+@pytest.mark.parametrize("scale", [1e-3, 1e-2, 0.1, 1.0, 2.0])
+def test_kkt_conditions_hold_in_the_production_regime(kind, scale):
+    rng = np.random.default_rng(int(scale * 1000) + (kind == "uniform"))
+    for n in WIDTHS:
+        for _ in range(5):
+            A = _measurements(kind, n, rng)
+            z = scale * rng.standard_normal(M)
+            for alpha, intercept in ((1e-5, False), (1e-5, True), (1e-3, False)):
+                x = lasso(torch.from_numpy(A), torch.from_numpy(z), alpha, fit_intercept=intercept).numpy()
+                Ac = A - A.mean(axis=0, keepdims=True) if intercept else A
+                zc = z - z.mean() if intercept else z
+                assert kkt_violation(Ac.T @ Ac, Ac.T @ zc, x, M * alpha) <= KKT_TOLERANCE
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "uniform"])
+def test_batched_and_single_solves_agree_in_the_production_regime(kind):
+    rng = np.random.default_rng(11)
+    for scale in (1e-3, 0.1, 2.0):
+        As = [_measurements(kind, n, rng) for n in WIDTHS]
+        zs = [scale * rng.standard_normal(M) for _ in WIDTHS]
+        batch = torch.zeros(len(WIDTHS), M, max(WIDTHS), dtype=torch.float64)
+        for b, A in enumerate(As):
+            batch[b, :, :A.shape[1]] = torch.from_numpy(A)
+        batched = lasso(batch, torch.from_numpy(np.stack(zs)), 1e-5)
+        for b, (A, z) in enumerate(zip(As, zs)):
+            single = lasso(torch.from_numpy(A), torch.from_numpy(z), 1e-5)
+            assert torch.allclose(batched[b, :A.shape[1]], single, rtol=0, atol=1e-8 * max(1.0, float(single.abs().max())))
+            assert torch.count_nonzero(batched[b, A.shape[1]:]) == 0
+
+
+def test_the_certificate_can_fail():
+    rng = np.random.default_rng(3)
+    A = _measurements("gaussian", 40, rng)
+    z = rng.standard_normal(M)
+    gram, corr = A.T @ A, A.T @ z
+    x = lasso(torch.from_numpy(A), torch.from_numpy(z), 1e-5).numpy()
+    assert kkt_violation(gram, corr, x, M * 1e-5) <= KKT_TOLERANCE
+    off = x.copy()
+    off[np.flatnonzero(x)[0]] *= 1 + 1e-6  # a relative error of 1e-6 in one coefficient
+    assert kkt_violation(gram, corr, off, M * 1e-5) > KKT_TOLERANCE
+
+
+def test_an_uncertified_solve_warns(monkeypatch):
+    A, z, _ = _problem(seed=12, m=7, n=40)
+    monkeypatch.setattr(models.sparse, "lasso_path", lambda gram, corr, lam: np.zeros(corr.shape[0]))
+    with pytest.warns(UncertifiedLassoWarning, match="not certified"):
+        lasso(A, z, 1e-5)
