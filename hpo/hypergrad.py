@@ -19,6 +19,7 @@ the updates ~1e-10).
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -38,36 +39,58 @@ def lookahead_hypergradients(val_grads: Sequence[torch.Tensor], updates: Sequenc
 
 
 class HyperGradient:
-    """Owns the weight lr and wd: float64 scalars, clamped to bounds, initialised at the midpoints,
-    moved by their own SGD (the hyper-optimizer, part of `state_dict`)."""
+    """Owns the weight lr and wd, float64, clamped to bounds, initialised at the midpoints.
 
-    def __init__(self, *, lr_bounds: tuple[float, float], wd_bounds: tuple[float, float], h_lr: float,
+    DHA's rule (this class): SGD with `h_lr` on (lr, wd) themselves. Its step is the hypergradient
+    times h_lr, so the right h_lr depends on the loss scale and the network (DHA's 1e-8 leaves lr at
+    its start value for whole runs). `LogHyperGradient` is the scale-free alternative.
+    """
+
+    def __init__(self, *, lr_bounds: tuple[float, float], wd_bounds: tuple[float, float], h_lr: float = 0.0,
                  h_momentum: float = 0.9, h_nesterov: bool = True, h_weight_decay: float = 5e-4,
                  every: int = 1, signal: str = "val"):
         if signal not in ("val", "train"):
             raise ValueError(f"signal must be 'val' or 'train', got {signal!r}")
         self.lr_bounds, self.wd_bounds = lr_bounds, wd_bounds
         self.every, self.signal = every, signal
-        self.lr = torch.tensor(sum(lr_bounds) / 2, dtype=torch.float64, requires_grad=True)
-        self.wd = torch.tensor(sum(wd_bounds) / 2, dtype=torch.float64, requires_grad=True)
-        self.optimizer = torch.optim.SGD([self.lr, self.wd], lr=h_lr, momentum=h_momentum,
-                                         nesterov=h_nesterov and h_momentum > 0, weight_decay=h_weight_decay)
+        # The optimised coordinates: (lr, wd) here, (log lr, log wd) in LogHyperGradient.
+        self.coords = [torch.tensor(self._to_coord(sum(b) / 2), dtype=torch.float64, requires_grad=True)
+                       for b in (lr_bounds, wd_bounds)]
+        self._low = [self._to_coord(b[0]) for b in (lr_bounds, wd_bounds)]
+        self._high = [self._to_coord(b[1]) for b in (lr_bounds, wd_bounds)]
+        self.optimizer = self._make_optimizer(h_lr, h_momentum, h_nesterov, h_weight_decay)
         self.last = {"d_lr": 0.0, "d_wd": 0.0}
+
+    def _to_coord(self, value: float) -> float:
+        return value
+
+    def _to_value(self, coord: torch.Tensor) -> torch.Tensor:
+        return coord
+
+    def _coord_gradient(self, d_value: torch.Tensor, coord: torch.Tensor) -> torch.Tensor:
+        return d_value
+
+    def _make_optimizer(self, h_lr, h_momentum, h_nesterov, h_weight_decay) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.coords, lr=h_lr, momentum=h_momentum, nesterov=h_nesterov and h_momentum > 0,
+                               weight_decay=h_weight_decay)
 
     def values(self, epoch: int | None = None) -> dict[str, float]:
         """The current lr and wd as floats (the epoch is ignored: they change every step)."""
-        return {"lr": float(self.lr.detach()), "wd": float(self.wd.detach())}
+        # exp(log v) may round a bound a hair outside itself: clamp the values too
+        lr, wd = (min(max(float(self._to_value(c.detach())), b[0]), b[1])
+                  for c, b in zip(self.coords, (self.lr_bounds, self.wd_bounds)))
+        return {"lr": lr, "wd": wd}
 
     def set_h_lr(self, h_lr: float) -> None:
-        """Switch the hyper-learning rate (DHA's h_lr_tune after the search)."""
+        """Switch the hyper-optimizer's step size (DHA's h_lr_tune after the search)."""
         for group in self.optimizer.param_groups:
             group["lr"] = h_lr
 
     @torch.no_grad()
     def restart(self) -> None:
-        """Back to the midpoints of the bounds, with a fresh momentum."""
-        self.lr.fill_(sum(self.lr_bounds) / 2)
-        self.wd.fill_(sum(self.wd_bounds) / 2)
+        """Back to the midpoints of the bounds, with a fresh optimizer state."""
+        for c, b in zip(self.coords, (self.lr_bounds, self.wd_bounds)):
+            c.fill_(self._to_coord(sum(b) / 2))
         self.optimizer.state.clear()
 
     def wants_update(self, step: int) -> bool:
@@ -75,23 +98,48 @@ class HyperGradient:
         return step % self.every == 0
 
     def apply(self, d_lr: torch.Tensor, d_wd: torch.Tensor) -> None:
-        """One SGD step on (lr, wd) with the given hypergradients, then clamp to the bounds."""
-        self.lr.grad = d_lr.detach().to(self.lr.device).reshape(())
-        self.wd.grad = d_wd.detach().to(self.wd.device).reshape(())
+        """One optimizer step with the hypergradients dL/dlr, dL/dwd, then clamp to the bounds."""
+        for c, d in zip(self.coords, (d_lr, d_wd)):
+            d = d.detach().to(c.device, torch.float64).reshape(())
+            c.grad = self._coord_gradient(d, c.detach())
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         with torch.no_grad():
-            self.lr.clamp_(*self.lr_bounds)
-            self.wd.clamp_(*self.wd_bounds)
+            for c, low, high in zip(self.coords, self._low, self._high):
+                c.clamp_(low, high)
         self.last = {"d_lr": d_lr, "d_wd": d_wd}
 
     def state_dict(self) -> dict:
-        """lr, wd and the hyper-optimizer's state."""
-        return {"lr": self.lr.detach().clone(), "wd": self.wd.detach().clone(), "optimizer": self.optimizer.state_dict()}
+        """The coordinates and the hyper-optimizer's state."""
+        return {"coords": [c.detach().clone() for c in self.coords], "optimizer": self.optimizer.state_dict()}
 
     @torch.no_grad()
     def load_state_dict(self, state: dict) -> None:
         """Inverse of `state_dict`."""
-        self.lr.copy_(state["lr"])
-        self.wd.copy_(state["wd"])
+        for c, saved in zip(self.coords, state["coords"]):
+            c.copy_(saved)
         self.optimizer.load_state_dict(state["optimizer"])
+
+
+class LogHyperGradient(HyperGradient):
+    """The scale-free rule: Adam on (log lr, log wd), dL/dlog lr = lr dL/dlr. Adam divides each
+    coordinate's step by the running RMS of its gradient, so multiplying the loss (or the
+    hypergradient) by any factor leaves the trajectory unchanged, and `step` is about the largest
+    relative change of lr or wd per update, whatever the network, data or loss scale."""
+
+    def __init__(self, *, lr_bounds: tuple[float, float], wd_bounds: tuple[float, float], step: float = 0.01,
+                 every: int = 1, signal: str = "val"):
+        super().__init__(lr_bounds=lr_bounds, wd_bounds=wd_bounds, h_lr=step, every=every, signal=signal)
+
+    def _to_coord(self, value: float) -> float:
+        return math.log(value)
+
+    def _to_value(self, coord: torch.Tensor) -> torch.Tensor:
+        return coord.exp()
+
+    def _coord_gradient(self, d_value: torch.Tensor, coord: torch.Tensor) -> torch.Tensor:
+        return d_value * coord.exp()  # dL/dlog v = v dL/dv
+
+    def _make_optimizer(self, h_lr, h_momentum, h_nesterov, h_weight_decay) -> torch.optim.Optimizer:
+        # eps far below any hypergradient's scale, so that it cannot set one
+        return torch.optim.Adam(self.coords, lr=h_lr, betas=(0.9, 0.999), eps=1e-300)

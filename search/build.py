@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from datasets import DataSplits
-from hpo.hypergrad import HyperGradient
+from hpo.hypergrad import HyperGradient, LogHyperGradient
 from hpo.schedule import ConstantSchedule, CosineSchedule
 from hpo.weight_update import HyperUpdate, WeightUpdate
 from models.darts import DartsSupernet
@@ -216,8 +216,12 @@ def build_fixed_policy(name: str, ds: DatasetConfig, device: torch.device):
 
 
 def build_hyper(sec: StageSections) -> HyperGradient:
-    """Learned lr / wd for a stage with HPO."""
+    """Learned lr / wd for a stage with HPO: the scale-free log rule, or DHA's SGD on the values."""
     h = sec.hpo
+    if h.update_rule == "log":
+        return LogHyperGradient(lr_bounds=(h.learning_low, h.learning_up),
+                                wd_bounds=(h.weight_decay_low, h.weight_decay_up), step=h.log_step,
+                                every=h.every, signal=h.signal)
     return HyperGradient(lr_bounds=(h.learning_low, h.learning_up), wd_bounds=(h.weight_decay_low, h.weight_decay_up),
                          h_lr=h.h_lr, h_momentum=h.h_momentum, h_nesterov=h.h_nesterov,
                          h_weight_decay=h.h_weight_decay, every=h.every, signal=h.signal)

@@ -73,7 +73,8 @@ def hand_over(searcher: Searcher, carry: dict | None, sec: StageSections) -> Non
     searcher.policy_step.set_lr(sec.da.d_lr_tune)
     hyper = searcher.weight_update.hyper
     if hyper is not None:
-        hyper.set_h_lr(sec.hpo.h_lr_tune)
+        if sec.hpo.update_rule == "reference":  # the log rule's step is scale-free: it stays
+            hyper.set_h_lr(sec.hpo.h_lr_tune)
         if sec.hpo.restart:
             hyper.restart()
 

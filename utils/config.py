@@ -86,8 +86,10 @@ class ArchConfig:
 class HpoConfig:
     """`hpo` / `hpo_tune`: learned learning rate and weight decay (the `_hpo` and `_doal` modes)."""
 
-    h_lr: float = 1e-8  # learning rate of the hyper-parameter SGD
-    h_lr_tune: float = 2e-7  # replaces h_lr after a single-stage search
+    update_rule: str = "log"  # log: Adam on log lr / log wd (scale-free) | reference: DHA's SGD on lr / wd
+    log_step: float = 0.01  # update_rule log: Adam step size in log space (about the largest relative change per step)
+    h_lr: float = 1e-8  # update_rule reference: learning rate of the hyper-parameter SGD
+    h_lr_tune: float = 2e-7  # ... replaces h_lr after a single-stage search
     h_momentum: float = 0.9
     h_nesterov: bool = True
     h_weight_decay: float = 5e-4  # decay applied to the hyper-parameters themselves
@@ -342,6 +344,9 @@ def validate(cfg: RunConfig) -> None:
         _check(0 <= h.weight_decay_low <= h.weight_decay_up, f"config keys '{sec}.weight_decay_low' <= '{sec}.weight_decay_up' required")
         _check(h.h_lr >= 0 and h.h_lr_tune >= 0, f"config key '{sec}.h_lr' must be >= 0")
         _check(h.every >= 1, f"config key '{sec}.every' must be >= 1, got {h.every}")
+        _check(h.update_rule in ("log", "reference"),
+               f"config key '{sec}.update_rule' must be log or reference, got '{h.update_rule}'")
+        _check(0 < h.log_step < float("inf"), f"config key '{sec}.log_step' must be positive and finite")
         _check(h.signal in ("val", "train"), f"config key '{sec}.signal' must be val or train, got '{h.signal}'")
     for sec in ("da", "da_tune"):
         g: DaConfig = getattr(cfg, sec)
