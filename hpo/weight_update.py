@@ -59,12 +59,17 @@ class WeightUpdate:
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
 
-    def carry_state(self) -> dict | None:
-        """What outlives the stage (the learned lr / wd); a schedule starts afresh."""
-        return None
+    def carry_state(self) -> dict:
+        """What outlives the stage when the same network trains on: the momentum buffers (and, when
+        learned, lr / wd); a schedule starts afresh."""
+        return {"optimizer": self.optimizer.state_dict()}
 
-    def load_carry_state(self, state: dict | None) -> None:
-        """Inverse of `carry_state`."""
+    def load_carry_state(self, state: dict) -> None:
+        """Inverse of `carry_state`; lr / wd come from this stage's schedule, not the saved groups."""
+        groups = [{k: g[k] for k in ("lr", "weight_decay")} for g in self.optimizer.param_groups]
+        self.optimizer.load_state_dict(state["optimizer"])
+        for group, kept in zip(self.optimizer.param_groups, groups):
+            group.update(kept)
 
 
 class HyperUpdate(WeightUpdate):
@@ -103,13 +108,13 @@ class HyperUpdate(WeightUpdate):
         self.hyper.load_state_dict(state["hyper"])
 
     def carry_state(self) -> dict:
-        """The learned lr / wd go on into the next stage."""
-        return self.hyper.state_dict()
+        """The momentum buffers and the learned lr / wd go on into the next stage."""
+        return {**super().carry_state(), "hyper": self.hyper.state_dict()}
 
-    def load_carry_state(self, state: dict | None) -> None:
+    def load_carry_state(self, state: dict) -> None:
         """Inverse of `carry_state`."""
-        if state is not None:
-            self.hyper.load_state_dict(state)
+        super().load_carry_state(state)
+        self.hyper.load_state_dict(state["hyper"])
 
     def step(self, step: int, val_batch: Callable[[], Batch]) -> None:
         """SGD step at the learned (lr, wd), then a hypergradient step on them every `every` steps."""

@@ -172,3 +172,16 @@ def test_background_pass_also_takes_the_dot_products_off_the_main_thread(two_thr
     assert callers == [False] * 3
     _hyper_run(False, steps=2)
     assert callers[3:] == [True] * 2
+
+
+def test_carry_state_hands_the_momentum_buffers_on_but_not_the_lr():
+    from hpo.schedule import CosineSchedule
+    (xt, yt), _ = _data()
+    net, opt = _setup(0.9, 2)  # two steps: momentum buffers exist
+    before = WeightUpdate(opt, CosineSchedule(0.1, 0.0, 5, 0.0))
+    after = WeightUpdate(torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3),
+                         CosineSchedule(0.05, 0.0, 5, 1e-3))
+    after.load_carry_state(before.carry_state())
+    for p in net.parameters():
+        assert torch.equal(after.optimizer.state[p]["momentum_buffer"], opt.state[p]["momentum_buffer"])
+    assert after.lr == 0.05 and after.optimizer.param_groups[0]["weight_decay"] == 1e-3
