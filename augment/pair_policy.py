@@ -76,10 +76,18 @@ class PairPolicy(AugmentPolicy):
 
     The policy is adversarial, as in DHA: minimising `policy_loss` moves probability towards the op pairs
     that made the training loss large. Two update rules share that direction:
-    * "reference" (DHA): mean_n(-l_n * P[a_n, b_n]) with detached per-sample losses l_n; the gradient
-      reaches theta only through P (no log-probability, no baseline).
-    * "reinforce": REINFORCE with a moving-average baseline, mean_n(-(l_n - b) * log P[a_n, b_n]), then
-      b <- momentum * b + (1 - momentum) * mean(l) (b starts at the first batch's mean loss).
+    * "reference" (DHA): pairs drawn from the relaxed Gumbel matrix softmax((log P + G) / T), surrogate
+      mean_n(-l_n * P[a_n, b_n]) with detached per-sample losses l_n; the gradient reaches theta only
+      through P (no log-probability, no baseline). With SGD at DHA's d_lr it moves theta by about 5e-6
+      per step: the entropy stays at its maximum for whole runs.
+    * "reinforce" (ours): pairs drawn from P itself, so the score-function estimator
+      mean_n(-A_n * log P[a_n, b_n]) differentiates the distribution it sampled (unbiased); A_n is the
+      loss minus the mean of the other samples' losses (a leave-one-out baseline), divided by the
+      batch's standard deviation (scale-free); `entropy_weight` * H(P) is subtracted (it holds back the
+      drift of pure noise), and a hinge 10 * max(0, H_min - H(P)) with H_min = `min_entropy` * ln K^2
+      keeps the distribution from collapsing onto a few pairs: an adversarial objective alone drives
+      all the mass onto the most destructive pair (measured on digits: entropy 0.12, train top-1 0.11).
+      Meant for Adam (the builder's choice).
     `magnitude` is M of the U(0, M) level draw (DHA: `da.magnitude` while searching, `da.magnitude_tune`
     afterwards through `set_magnitude`); it is a setting, not state, so the builder sets it per stage.
     """
@@ -87,7 +95,7 @@ class PairPolicy(AugmentPolicy):
     differentiable = False
 
     def __init__(self, ops: Sequence[str], temperature: float = 2.0, magnitude: float = 1.0,
-                 update_rule: str = "reference", baseline_momentum: float = 0.9):
+                 update_rule: str = "reference", entropy_weight: float = 0.1, min_entropy: float = 0.6):
         super().__init__()
         unknown = [n for n in ops if n not in OPS]
         if unknown:
@@ -100,12 +108,11 @@ class PairPolicy(AugmentPolicy):
             raise ValueError(f"temperature must be positive, got {temperature}")
         self.ops = tuple(ops)
         self.temperature, self.magnitude = float(temperature), float(magnitude)
-        self.update_rule, self.baseline_momentum = update_rule, float(baseline_momentum)
+        self.update_rule, self.entropy_weight = update_rule, float(entropy_weight)
+        self.entropy_floor = float(min_entropy) * math.log(len(ops) ** 2)
         k = len(self.ops)
         # float64 as in DHA: with lr 0.02 and 196 entries the per-step changes are tiny
         self.theta = nn.Parameter(torch.full((k, k), 1.0 / k**2, dtype=torch.float64))
-        self.register_buffer("baseline", torch.zeros((), dtype=torch.float64))
-        self.register_buffer("baseline_ready", torch.zeros((), dtype=torch.bool))
 
     def probabilities(self) -> torch.Tensor:
         """P = softmax over all K^2 entries of theta, as a [K, K] matrix (differentiable)."""
@@ -123,7 +130,7 @@ class PairPolicy(AugmentPolicy):
         """Per-sample ordered op pairs from a fresh Gumbel sampling matrix; info = {"pairs", "levels"}."""
         if not self.training:
             return x, {}
-        matrix = self.sampling_matrix(generator)
+        matrix = self.probabilities().detach() if self.update_rule == "reinforce" else self.sampling_matrix(generator)
         pairs = sample_pairs(matrix, x.shape[0], generator)
         x, levels = apply_pairs(x, pairs, self.ops, self.magnitude, generator)
         return x, {"pairs": pairs, "levels": levels}
@@ -135,15 +142,16 @@ class PairPolicy(AugmentPolicy):
         if self.update_rule == "reference":
             p = self.probabilities()[pairs[:, 0], pairs[:, 1]]
             return (-loss * p).mean()
-        logp = torch.log_softmax(self.theta.reshape(-1), dim=0).view_as(self.theta)[pairs[:, 0], pairs[:, 1]]
-        mean = loss.mean()
-        # first batch: its own mean as baseline; torch.where keeps this free of host syncs
-        baseline = torch.where(self.baseline_ready, self.baseline, mean)
-        surrogate = (-(loss - baseline) * logp).mean()
-        with torch.no_grad():
-            self.baseline.copy_(self.baseline_momentum * baseline + (1.0 - self.baseline_momentum) * mean)
-            self.baseline_ready.fill_(True)
-        return surrogate
+        logp_all = torch.log_softmax(self.theta.reshape(-1), dim=0)
+        logp = logp_all.view_as(self.theta)[pairs[:, 0], pairs[:, 1]]
+        n = loss.numel()
+        if n < 2:
+            advantage = torch.zeros_like(loss)
+        else:
+            advantage = (loss - (loss.sum() - loss) / (n - 1)) / (loss.std() + 1e-12)
+        entropy = -(logp_all.exp() * logp_all).sum()
+        floor = torch.clamp(self.entropy_floor - entropy, min=0.0)
+        return (-advantage * logp).mean() - self.entropy_weight * entropy + 10.0 * floor
 
     def set_magnitude(self, magnitude: float) -> None:
         """Set M of the U(0, M) level draw (clipped to 8 per draw)."""
@@ -165,6 +173,7 @@ class PairPolicy(AugmentPolicy):
     def export(self, top_k: int = 10) -> dict:
         """JSON: ops, the pair probabilities P (not the Gumbel matrix), magnitude, temperature, top pairs."""
         d = pair_export(self.ops, self.probabilities().detach().cpu(), self.magnitude, top_k)
-        d.update(temperature=self.temperature, update_rule=self.update_rule,
+        d.update(temperature=self.temperature, update_rule=self.update_rule, entropy_weight=self.entropy_weight,
+                 entropy_floor=self.entropy_floor,
                  entropy=float(self.entropy()), max_entropy=math.log(len(self.ops) ** 2))
         return d

@@ -147,9 +147,13 @@ def _pair_policy(sec: StageSections, replay: dict | None, device: torch.device) 
     from augment.pair_policy import PairPolicy
     da = sec.da
     policy = PairPolicy(DHA_OPS[sec.dataset.aug_choice], temperature=da.temperature, magnitude=da.magnitude,
-                        update_rule=da.update_rule, baseline_momentum=da.baseline_momentum).to(device)
-    opt = torch.optim.SGD(policy.policy_parameters(), lr=da.d_lr, momentum=da.d_momentum,
-                          nesterov=da.d_nesterov and da.d_momentum > 0, weight_decay=da.d_weight_decay)
+                        update_rule=da.update_rule, entropy_weight=da.entropy_weight,
+                        min_entropy=da.min_entropy).to(device)
+    if da.update_rule == "reinforce":  # normalised advantages: Adam's steps are about d_lr per entry
+        opt = torch.optim.Adam(policy.policy_parameters(), lr=da.d_lr)
+    else:
+        opt = torch.optim.SGD(policy.policy_parameters(), lr=da.d_lr, momentum=da.d_momentum,
+                              nesterov=da.d_nesterov and da.d_momentum > 0, weight_decay=da.d_weight_decay)
     return ScoreFunctionStep(policy, opt)
 
 

@@ -101,13 +101,20 @@ def test_update_rule_favours_high_loss_pairs(rule, one_thread):
     assert others.max() < 1 / 196
 
 
-def test_reinforce_baseline_is_a_moving_average():
-    policy = PairPolicy(OPS14, update_rule="reinforce", baseline_momentum=0.9)
-    pairs = torch.zeros(4, 2, dtype=torch.long)
-    policy.policy_loss(torch.full((4,), 2.0), {"pairs": pairs})
-    assert float(policy.baseline) == pytest.approx(2.0)  # first batch: its own mean
-    policy.policy_loss(torch.full((4,), 4.0), {"pairs": pairs})
-    assert float(policy.baseline) == pytest.approx(0.9 * 2.0 + 0.1 * 4.0)
+def _reinforce_gradient(loss, pairs, entropy_weight=0.1):
+    policy = PairPolicy(OPS14, update_rule="reinforce", entropy_weight=entropy_weight)
+    policy.policy_loss(loss, {"pairs": pairs}).backward()
+    return policy.theta.grad
+
+
+def test_reinforce_advantages_are_leave_one_out_and_scale_free():
+    pairs = torch.tensor([[0, 1], [2, 3], [4, 5], [6, 7]])
+    # equal losses: no advantage, and the entropy bonus has no gradient at the uniform start
+    assert _reinforce_gradient(torch.full((4,), 2.0), pairs).abs().max() < 1e-15
+    loss = torch.tensor([1.0, 2.0, 4.0, 0.5], dtype=torch.float64)
+    grad = _reinforce_gradient(loss, pairs)
+    torch.testing.assert_close(_reinforce_gradient(10 * loss + 3, pairs), grad, rtol=1e-9, atol=1e-15)
+    assert grad[2, 3] < 0 < grad[6, 7]  # descent raises the high-loss pair, lowers the low-loss one
 
 
 def test_policy_loss_ignores_loss_graph():
@@ -159,9 +166,8 @@ def test_state_dict_round_trip():
     src = optimise("reinforce", seed=1, steps=5)
     dst = PairPolicy(OPS14, update_rule="reinforce")
     dst.load_state_dict(src.state_dict())
-    assert set(src.state_dict()) == {"theta", "baseline", "baseline_ready"}
-    assert torch.equal(dst.theta, src.theta) and torch.equal(dst.baseline, src.baseline)
-    assert bool(dst.baseline_ready)
+    assert set(src.state_dict()) == {"theta"}
+    assert torch.equal(dst.theta, src.theta)
     x = batch()
     assert torch.equal(src(x, torch.Generator().manual_seed(2))[0], dst(x, torch.Generator().manual_seed(2))[0])
 
@@ -207,3 +213,38 @@ def test_200_steps_with_a_tiny_network_move_the_policy_reproducibly(one_thread):
     assert a.export()["pair_probabilities"] != start["pair_probabilities"]
     b = _train_with_a_tiny_network(seed=11)
     assert a.export() == b.export()
+
+
+def _synthetic_run(rule: str, steps: int, seed: int = 0):
+    """196 pairs whose losses differ by per-pair offsets (std 0.2) under per-sample noise 1, batch 32,
+    T = 2; the optimizer the builder gives each rule (Adam 0.02 / DHA's SGD 0.02)."""
+    g = torch.Generator().manual_seed(seed)
+    policy = PairPolicy(OPS14, temperature=2.0, update_rule=rule)
+    if rule == "reinforce":
+        opt = torch.optim.Adam(policy.policy_parameters(), lr=0.02)
+    else:
+        opt = torch.optim.SGD(policy.policy_parameters(), lr=0.02, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    offsets = 0.2 * torch.randn(14, 14, generator=g, dtype=torch.float64)
+    for _ in range(steps):
+        matrix = policy.probabilities().detach() if rule == "reinforce" else policy.sampling_matrix(g)
+        pairs = sample_pairs(matrix, 32, g)
+        loss = offsets[pairs[:, 0], pairs[:, 1]] + torch.randn(32, generator=g, dtype=torch.float64)
+        opt.zero_grad()
+        policy.policy_loss(loss, {"pairs": pairs}).backward()
+        opt.step()
+    return policy, offsets
+
+
+def test_reinforce_learns_the_favoured_pairs_without_collapsing(one_thread):
+    policy, offsets = _synthetic_run("reinforce", 1500)
+    p = policy.probabilities().detach()
+    entropy = float(policy.entropy())
+    assert math.log(196) - entropy >= 0.3 and entropy > 2.0
+    top = offsets.flatten().argsort(descending=True)[:20]
+    assert float(p.flatten()[top].sum()) > 2 * 20 / 196  # the 20 highest-loss pairs hold over twice their share
+    assert float(torch.corrcoef(torch.stack([p.flatten(), offsets.flatten()]))[0, 1]) > 0.2
+
+
+def test_the_reference_rule_barely_moves_at_dhas_settings(one_thread):
+    policy, _ = _synthetic_run("reference", 400)
+    assert math.log(196) - float(policy.entropy()) < 1e-4

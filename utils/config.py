@@ -117,8 +117,9 @@ class DaConfig:
     temperature: float = 2.0  # Gumbel-softmax temperature of the per-step sampling matrix
     magnitude: float = 1.0  # magnitudes are drawn from U(0, magnitude) during the search
     magnitude_tune: float = 10.0  # ... and from U(0, magnitude_tune) afterwards
-    update_rule: str = "reference"  # pair policy: reference (DHA's -loss * P) | reinforce (log P, baseline)
-    baseline_momentum: float = 0.9  # reinforce: moving-average baseline of the loss
+    update_rule: str = "reinforce"  # pair policy: reinforce (ours: unbiased, normalised, Adam) | reference (DHA's -loss * P, SGD)
+    entropy_weight: float = 0.1  # reinforce: weight of the entropy bonus (holds back the drift of noise)
+    min_entropy: float = 0.6  # reinforce: entropy floor as a fraction of its maximum ln(K^2); below it a hinge pushes back
     subpolicies: int = 10  # darts_da (Faster-AA style): number of sub-policies L
     subpolicy_stages: int = 2  # ... operations per sub-policy K
     subpolicy_temperature: float = 0.05  # ... softmax temperature of the op choice
@@ -355,7 +356,8 @@ def validate(cfg: RunConfig) -> None:
         _check(g.d_lr >= 0, f"config key '{sec}.d_lr' must be >= 0, got {g.d_lr}")
         _check(g.update_rule in ("reference", "reinforce"),
                f"config key '{sec}.update_rule' must be reference or reinforce, got '{g.update_rule}'")
-        _check(0 <= g.baseline_momentum < 1, f"config key '{sec}.baseline_momentum' must be in [0, 1)")
+        _check(0 <= g.entropy_weight < float("inf"), f"config key '{sec}.entropy_weight' must be >= 0 and finite")
+        _check(0 <= g.min_entropy <= 1, f"config key '{sec}.min_entropy' must be in [0, 1], got {g.min_entropy}")
         _check(g.subpolicies >= 1 and g.subpolicy_stages >= 1, f"config keys '{sec}.subpolicies' and 'subpolicy_stages' must be >= 1")
         _check(g.subpolicy_temperature > 0, f"config key '{sec}.subpolicy_temperature' must be positive")
         _check(g.log_images_every >= 0, f"config key '{sec}.log_images_every' must be >= 0")
