@@ -84,8 +84,7 @@ def _main(argv: list[str] | None) -> int:
 
     import torch
 
-    from search.build import sections_for
-    from search.data import RunData
+    from search.stage import check_inputs
     from utils.config import config_to_dict
     from utils.device import resolve_device
 
@@ -97,11 +96,7 @@ def _main(argv: list[str] | None) -> int:
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
-    # Every input is checked (datasets included) before anything is written; the run reuses the data.
-    run_data = RunData(cfg.seed)
-    for spec in mode.stages:
-        sec = sections_for(cfg, spec)
-        run_data.get(sec.dataset, sec.arch)
+    run_data = check_inputs(cfg, mode)  # before anything is written; the run reuses the data
     if args.dry_run:
         return _dry_run(cfg, mode, device, run_data)
 

@@ -1,14 +1,17 @@
-"""End-to-end accuracy on a real image folder: ista_single_nor against ista_single_doal (DHA).
+"""End-to-end accuracy on a real image folder: the single-stage searches against not searching.
 
     python bench/accuracy.py DATA_DIR [--search_epochs 5] [--retrain_epochs 5] [--seeds 5 6 7]
-        [--modes ista_single_nor ista_single_doal] [--out /tmp/acc_runs]
+        [--modes ista_single_nor ista_single_doal train] [--out /tmp/acc_runs]
 
 DATA_DIR: an ImageFolder root with train/ and val/ (val/ is the test set; the validation split
-is carved out of train/). Same seeds, same budget, a small 32-px supernet (C=8, 5 cells); DHA's
-own settings otherwise (conf/ista/cifar10_ista_single.json values for hpo and da). Prints a table
-of val / test top-1, the epochs the search took to freeze, and the wall time of each run; with
-several --seeds, one row per mode and seed and then each mode's mean and range. At this budget the
-final epoch of one run lands anywhere in a val swing of a few points, so compare means over seeds.
+is carved out of train/). Same seeds, same budget, a small 32-px network (C=8, 5 cells); the
+bounds of DHA's cifar10 config for lr / wd and its policy size, our default update rules. `train`
+is the baseline: the fixed DARTS_V2 cell at the same C and cells, trained from scratch for the same
+total epochs (search + retrain) with crop, flip, Cutout and a cosine lr. Prints a table of the
+train top-1 after the first epoch, val / test top-1, the epochs the search took to freeze, and the
+wall time of each run; with several --seeds, one row per mode and seed and then each mode's mean
+and range. At this budget the final epoch of one run lands anywhere in a val swing of a few points,
+so compare means over seeds.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import search_darts  # noqa: E402
 from search.modes import MODES  # noqa: E402
 
-MODES_COMPARED = ("ista_single_nor", "ista_single_doal")
+MODES_COMPARED = ("ista_single_nor", "ista_single_doal", "train")
 
 
 def config(data_dir: str, out: str, search_epochs: int, retrain_epochs: int) -> dict:
@@ -38,8 +41,9 @@ def config(data_dir: str, out: str, search_epochs: int, retrain_epochs: int) -> 
         "train": {"epochs": search_epochs, "retrain_epochs": retrain_epochs, "w_lr": 0.025, "w_lr_min": 0.001},
         "train_architecture": {"input_size": 32, "init_channels": 8, "layers": 5, "alpha_lr": 3e-3,
                                "dist_limit": 1e-2, "drop_path_prob": 0.1, "auxiliary": True, "aux_weight": 0.4},
-        "hpo": {"h_lr": 1e-8, "h_lr_tune": 2e-7, "learning_low": 1e-3, "learning_up": 0.05,
-                "weight_decay_low": 1e-4, "weight_decay_up": 5e-4},
+        "tune": {"epochs": search_epochs + retrain_epochs},  # the `train` baseline: the same total budget
+        "tune_architecture": {"genotype": "DARTS_V2"},
+        "hpo": {"learning_low": 1e-3, "learning_up": 0.05, "weight_decay_low": 1e-4, "weight_decay_up": 5e-4},
         "da": {"policy": 14, "d_lr": 0.02, "d_lr_tune": 0.05, "temperature": 2, "magnitude": 1, "magnitude_tune": 10},
     }
 
@@ -52,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retrain_epochs", type=int, default=5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[5])
     parser.add_argument("--modes", nargs="+", default=list(MODES_COMPARED),
-                        choices=sorted(m for m in MODES if m.startswith("ista_single")),
+                        choices=sorted(m for m in MODES if m.startswith("ista_single") or m == "train"),
                         help="e.g. add ista_single_hpo and ista_single_da to see which half of DHA moves the result")
     parser.add_argument("--out", default="/tmp/accuracy_runs")
     args = parser.parse_args(argv)
@@ -76,19 +80,20 @@ def main(argv: list[str] | None = None) -> int:
             metrics = json.loads((run_dir / "metrics.json").read_text())
             records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
             froze = any(r.get("stopped_early") for r in records if r["stage"] == "search")
-            rows.append((mode, seed, metrics, froze, time.time() - started))
-    print(f"\n{'mode':<18} {'seed':>4} {'val top-1':>9} {'test top-1':>10} {'search epochs':>13} {'froze':>7} "
-          f"{'params M':>8} {'minutes':>7}")
-    for mode, seed, m, froze, seconds in rows:
-        print(f"{mode:<18} {seed:4d} {m['val_top1']:9.4f} {m['test_top1']:10.4f} {m['search_epochs']:13d} "
-              f"{'yes' if froze else 'no':>7} {m['params_m']:8.3f} {seconds / 60:7.1f}")
+            rows.append((mode, seed, metrics, froze, time.time() - started, records[0]["train_top1"]))
+    print(f"\n{'mode':<18} {'seed':>4} {'epoch-1 train':>13} {'val top-1':>9} {'test top-1':>10} "
+          f"{'search epochs':>13} {'froze':>7} {'params M':>8} {'minutes':>7}")
+    for mode, seed, m, froze, seconds, first in rows:
+        print(f"{mode:<18} {seed:4d} {first:13.4f} {m['val_top1']:9.4f} {m['test_top1']:10.4f} "
+              f"{m['search_epochs']:13d} {'yes' if froze else 'no':>7} {m['params_m']:8.3f} {seconds / 60:7.1f}")
     means = {}
     for mode in args.modes:
-        tests = [m["test_top1"] for mode_, _, m, _, _ in rows if mode_ == mode]
-        vals = [m["val_top1"] for mode_, _, m, _, _ in rows if mode_ == mode]
+        tests = [m["test_top1"] for mode_, _, m, *_ in rows if mode_ == mode]
+        vals = [m["val_top1"] for mode_, _, m, *_ in rows if mode_ == mode]
         means[mode] = statistics.mean(tests)
         if len(args.seeds) > 1:
-            print(f"{mode:<18} mean {statistics.mean(vals):9.4f} {means[mode]:10.4f}   "
+            firsts = [first for mode_, *_, first in rows if mode_ == mode]
+            print(f"{mode:<18} mean {statistics.mean(firsts):13.4f} {statistics.mean(vals):9.4f} {means[mode]:10.4f}   "
                   f"test range {min(tests):.4f}-{max(tests):.4f}")
     print("summary: test top-1 " + " vs ".join(f"{means[mode]:.4f} ({mode})" for mode in args.modes)
           + f", same seeds {args.seeds} and budget{' (means)' if len(args.seeds) > 1 else ''}")

@@ -14,7 +14,7 @@ from hpo.hypergrad import HyperGradient, LogHyperGradient
 from hpo.schedule import ConstantSchedule, CosineSchedule
 from hpo.weight_update import HyperUpdate, WeightUpdate
 from models.darts import DartsSupernet
-from models.genotypes import Genotype
+from models.genotypes import Genotype, load_genotype
 from models.ista import IstaSupernet
 from models.network import Network, network_params_m
 from models.supernet import Supernet
@@ -98,12 +98,24 @@ def build_network(genotype: Genotype, arch: ArchConfig, data: DataSplits) -> Net
     return Network(genotype, auxiliary=arch.auxiliary and arch.aux_weight > 0, **_network_kwargs(arch, data))
 
 
+def configured_genotype(arch: ArchConfig) -> Genotype:
+    """The genotype a `train` run trains (`genotype` of its architecture section)."""
+    if arch.genotype is None:
+        raise UserError("mode train needs tune_architecture.genotype: DARTS_V2, PC_DARTS, a genotype JSON "
+                        "string or a run's genotype.json")
+    try:
+        return load_genotype(arch.genotype)
+    except ValueError as exc:
+        raise UserError(f"tune_architecture.genotype: {exc}") from None
+
+
 def build_stage_net(cfg: RunConfig, mode: Mode, index: int, data: DataSplits, genotype: Genotype | None) -> nn.Module:
-    """The network stage `index` trains, with fresh weights (a checkpoint or the previous stage fills them)."""
+    """The network stage `index` trains, with fresh weights (a checkpoint or the previous stage fills them):
+    a retrain stage trains the searched genotype, or without a search the configured one."""
     spec = mode.stages[index]
     arch = sections_for(cfg, spec).arch
     if spec.kind is Kind.RETRAIN:
-        return build_network(genotype, arch, data)
+        return build_network(genotype if genotype is not None else configured_genotype(arch), arch, data)
     last = mode.stages[-1]  # ISTA's size limit applies to the network the mode ends with
     return build_supernet(spec.space, arch, data, sections_for(cfg, last).arch if last.kind is Kind.RETRAIN else arch)
 

@@ -90,8 +90,9 @@ class Mode:
     missing: str = ""  # what an unavailable mode waits for
 
     def __post_init__(self):
-        if not self.stages or self.stages[0].kind is not Kind.SEARCH:
-            raise ValueError(f"mode {self.name}: the first stage must search")
+        lone_retrain = len(self.stages) == 1 and self.stages[0].kind is Kind.RETRAIN  # a given genotype
+        if not self.stages or (self.stages[0].kind is not Kind.SEARCH and not lone_retrain):
+            raise ValueError(f"mode {self.name}: the first stage must search (or be the only, a retrain)")
         for before, spec in zip(self.stages, self.stages[1:]):
             if spec.kind is Kind.SEARCH:
                 raise ValueError(f"mode {self.name}: only the first stage searches")
@@ -131,6 +132,9 @@ MODES: dict[str, Mode] = {m.name: m for m in (
                       StageSpec(Kind.RETRAIN, augment=Augment.REPLAY, sections=Sections.TUNE)),
          note="DARTS + differentiable sub-policy augmentation (one validation backward); the genotype is "
               "retrained from scratch with the found policy replayed"),
+    Mode("train", (StageSpec(Kind.RETRAIN, sections=Sections.TUNE),),
+         note="no search: the genotype tune_architecture.genotype (e.g. DARTS_V2) trained from scratch with the "
+              "tune_* sections; the baseline every search is compared with"),
     Mode("daas", (StageSpec(Kind.SEARCH, Space.GDAS, ArchUpdate.BILEVEL, Augment.REINFORCE),
                   StageSpec(Kind.RETRAIN, sections=Sections.TUNE)),
          available=False, note="GDAS single-path supernet + policy-gradient augmentation",

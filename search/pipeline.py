@@ -146,7 +146,7 @@ def _finish(cfg: RunConfig, mode: Mode, model: torch.nn.Module, stage: Stage, st
     metrics = {"mode": mode.name, "dataset": sec.dataset.name, "val_top1": val["top1"], "val_loss": val["loss"],
                "test_top1": test["top1"], "test_loss": test["loss"], "test_images": test["count"],
                "params_m": count_params_m(model), "madds_m": madds,
-               "search_epochs": state.results[0]["epochs"] if state.results else 0,
+               "search_epochs": next((r["epochs"] for r in state.results if r["stage"] == Kind.SEARCH.value), 0),
                "search_seconds": state.search_seconds, "total_seconds": elapsed,
                "genotype": genotype.to_dict()}
     write_json(genotype.to_dict(), run_dir / "genotype.json")

@@ -9,7 +9,7 @@ from torch import nn
 from datasets import DataSplits
 from models.network import set_channels_last
 from search.build import (StageSections, build_arch_step, build_policy_step, build_stage_net, build_weight_update,
-                          sections_for, stage_epochs)
+                          configured_genotype, sections_for, stage_epochs)
 from search.data import RunData, build_eval_transform, build_train_augment
 from search.modes import Augment, Kind, Mode, Space, StageSpec
 from search.searcher import LoopConfig, Searcher
@@ -30,6 +30,18 @@ class Stage:
     loaders: dict
     net: nn.Module
     searcher: Searcher
+
+
+def check_inputs(cfg: RunConfig, mode: Mode) -> RunData:
+    """Every input a run of `mode` reads, checked (a UserError otherwise): each stage's data and
+    loaders (built once, for the run to reuse) and, without a search, the configured genotype."""
+    run_data = RunData(cfg.seed)
+    for spec in mode.stages:
+        sec = sections_for(cfg, spec)
+        run_data.get(sec.dataset, sec.arch)
+    if all(spec.kind is not Kind.SEARCH for spec in mode.stages):
+        configured_genotype(sections_for(cfg, mode.stages[0]).arch)
+    return run_data
 
 
 def build_stage(cfg: RunConfig, mode: Mode, index: int, previous: RunState, device: torch.device,
@@ -95,7 +107,7 @@ def describe_mode(mode: Mode, cfg: RunConfig) -> list[str]:
         what = {Kind.SEARCH: f"search a {spec.space.value if spec.space else ''} supernet "
                              f"(arch update: {spec.arch_update.value})",
                 Kind.CONTINUE: "continue training the same network with the architecture frozen",
-                Kind.RETRAIN: "train the found genotype from scratch"}[spec.kind]
+                Kind.RETRAIN: "train the genotype from scratch"}[spec.kind]
         lines.append(f"stage {i + 1}: {what}; {stage_epochs(spec, sec.train)} epochs"
                      + (" at most" if spec.space is Space.ISTA_SINGLE and spec.kind is Kind.SEARCH else "")
                      + (f"; augmentation: {spec.augment.value}" if spec.augment is not Augment.NONE else "")

@@ -15,7 +15,7 @@ ARTIFACTS = ["config.json", "checkpoint.pt", "genotype.json", "policy.json", "hp
 
 @pytest.mark.parametrize("mode", AVAILABLE)
 def test_mode_runs_end_to_end(mode, write_config, tmp_path, capsys):
-    conf = write_config()
+    conf = write_config(tune_architecture={"genotype": "DARTS_V2"})  # what `train` trains; searches ignore it
     assert search_darts.main(["--conf_path", str(conf), "--Running", mode, "--device", "cpu"]) == 0
     run_dir = tmp_path / "runs" / f"fake_{mode}"
     for name in ARTIFACTS:
@@ -93,3 +93,25 @@ def test_every_enum_member_has_a_builder():
     assert set(build.SUPERNETS) == set(Space)
     assert set(build.ARCH_STEPS) == set(ArchUpdate)
     assert set(build.POLICY_STEPS) == set(Augment)
+
+
+def test_train_mode_trains_the_given_genotype(write_config, tmp_path, capsys):
+    from models.genotypes import PC_DARTS
+    genotype_file = tmp_path / "genotype.json"
+    genotype_file.write_text(PC_DARTS.to_json())
+    conf = write_config(tune_architecture={"genotype": str(genotype_file)}, tune={"epochs": 2})
+    assert search_darts.main(["--conf_path", str(conf), "--Running", "train", "--device", "cpu"]) == 0
+    run_dir = tmp_path / "runs" / "fake_train"
+    assert json.loads((run_dir / "genotype.json").read_text()) == PC_DARTS.to_dict()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["search_epochs"] == 0 and metrics["search_seconds"] is None
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in records] == ["retrain", "retrain"]
+    assert json.loads((run_dir / "policy.json").read_text())["searched"] is False
+
+
+def test_train_mode_without_a_genotype_is_refused_before_writing(write_config, tmp_path, capsys):
+    conf = write_config()
+    assert search_darts.main(["--conf_path", str(conf), "--Running", "train"]) == 2
+    assert "tune_architecture.genotype" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

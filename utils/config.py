@@ -78,6 +78,7 @@ class ArchConfig:
     dist_limit: float = 1e-3  # single-stage ISTA: freeze a node once its code moves less than this
     lasso_alpha: float = 1e-5  # ISTA: L1 weight of the sparse recovery
     measurement: str = "gaussian"  # ISTA measurement matrices: gaussian | uniform (the reference's)
+    genotype: Optional[str] = None  # `train` mode: DARTS_V2, PC_DARTS, ... , a genotype JSON string or a genotype.json path
     reference_selection: bool = False  # ISTA: rank signed codes and never pick dil_conv_5x5 (DHA quirk)
     lasso_intercept: bool = False  # ISTA: fit an intercept in the recovery, as scikit-learn did for DHA
 
