@@ -5,7 +5,9 @@ entry per (incoming edge, op)) to a short vector z_i = A_i x_i, the learned para
 codes are recovered from z by LASSO (`models.sparse.lasso`) and the `sparseness` strongest
 (edge, op) pairs form the support S_i. Until the next recovery the node mixes only those ops with
 weights w_S = x_S + [A^T (z - A x_S)]_S, one ISTA step restricted to S, which is linear in z:
-w = z^T A_S - b with A_S = A with columns outside S zeroed and b = (A^T A - I)_S^T x_S.
+w = z^T A_S - b with A_S = A with columns outside S zeroed and b = (A^T A - I)_S^T x_S. With
+`mixing="normalized"` (the default) each node's weights are then scaled so that their magnitudes
+add up to `sparseness`, as in a discrete node; "reference" keeps DHA's raw weights.
 """
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ class IstaSupernet(Supernet):
                  auxiliary: bool = False, dist_limit: float = 1e-3, param_limit: float | None = None,
                  size_fn: Callable[[Genotype], float] | None = None, lasso_alpha: float = 1e-5,
                  measurement: str = "gaussian", reference_selection: bool = False,
-                 lasso_intercept: bool = False):
+                 lasso_intercept: bool = False, mixing: str = "normalized"):
         # Single-stage ops keep affine BNs so their weights transfer to the discrete network.
         super().__init__(init_channels=init_channels, num_classes=num_classes, layers=layers, steps=steps,
                          primitives=PRIMITIVES_ISTA, affine=single_stage, pool_bn=not single_stage,
@@ -55,6 +57,9 @@ class IstaSupernet(Supernet):
                          mean=mean, std=std)
         if measurement not in ("gaussian", "uniform"):
             raise ValueError(f"measurement must be 'gaussian' or 'uniform', got {measurement!r}")
+        if mixing not in ("normalized", "reference"):
+            raise ValueError(f"mixing must be 'normalized' or 'reference', got {mixing!r}")
+        self.mixing = mixing
         self.single_stage = single_stage
         self.proj_dims = proj_dims
         self.sparseness = sparseness
@@ -164,6 +169,12 @@ class IstaSupernet(Supernet):
 
     def _weights(self, t: str) -> torch.Tensor:
         blocks = [self._z(t)[i] @ self._buf("proj", t, i) - self._buf("bias", t, i) for i in range(self.steps)]
+        if self.mixing == "normalized":
+            # Each node sums its `sparseness` ops with weights whose magnitudes add up to `sparseness`,
+            # as a discrete cell's node does (1 + 1): with DHA's raw weights, O(1e-3) while z is small,
+            # the ops' gradients are scaled down as much and the supernet idles for its first epochs.
+            # z still sets the ratio and signs of the weights, which is what its codes select on.
+            blocks = [w * (self.sparseness / w.abs().sum().clamp_min(1e-12)) for w in blocks]
         return torch.cat(blocks).view(self.num_edges, len(self.primitives))
 
     def mixing_weights(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -70,7 +70,7 @@ def _ista_supernet(arch: ArchConfig, data: DataSplits, size_arch: ArchConfig, si
                         dist_limit=arch.dist_limit, param_limit=arch.param_limit, size_fn=size_fn,
                         lasso_alpha=arch.lasso_alpha, measurement=arch.measurement,
                         reference_selection=arch.reference_selection, lasso_intercept=arch.lasso_intercept,
-                        **_network_kwargs(arch, data))
+                        mixing=arch.mixing, **_network_kwargs(arch, data))
 
 
 def _not_built(what: str):

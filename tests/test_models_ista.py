@@ -114,8 +114,10 @@ def test_two_active_ops_per_node_on_two_edges(perturbed):
 
 
 def test_mixing_weights_are_one_ista_step_on_the_support(perturbed):
-    """w_S = x_S + [A^T (z - A x_S)]_S and zero elsewhere, per node (the module docstring)."""
+    """w_S = x_S + [A^T (z - A x_S)]_S and zero elsewhere, per node (the module docstring); with the
+    default normalized mixing, scaled so that |w_S| sums to 2 (a discrete node's 1 + 1)."""
     net = perturbed
+    assert net.mixing == "normalized"
     for t, w in zip(TYPES, net.mixing_weights()):
         for i in range(STEPS):
             A = getattr(net, f"A_{t}_{i}").double()
@@ -128,8 +130,23 @@ def test_mixing_weights_are_one_ista_step_on_the_support(perturbed):
             expected = torch.zeros_like(code)
             expected[support] = step[support]
             got = w.detach()[list(node_edges(i))].flatten().double()
-            assert torch.allclose(got, expected, atol=1e-5)
-            assert torch.count_nonzero(got) == 2
+            assert torch.allclose(got, expected * 2 / expected.abs().sum(), atol=1e-5)
+            assert torch.count_nonzero(got) == 2 and float(got.abs().sum()) == pytest.approx(2.0, rel=1e-6)
+
+
+def test_reference_mixing_keeps_dhas_raw_weights():
+    ref = make(True, mixing="reference")
+    for t, w in zip(TYPES, ref.mixing_weights()):
+        for i in range(STEPS):
+            A, code = getattr(ref, f"A_{t}_{i}"), getattr(ref, f"code_{t}_{i}")
+            z = (ref.z_normal if t == "normal" else ref.z_reduce)[i].detach()
+            support = getattr(ref, f"support_{t}")[i].tolist()
+            x_s = torch.zeros_like(code)
+            x_s[support] = code[support]
+            expected = (x_s + A.t() @ (z - A @ x_s))[support]
+            got = w.detach()[list(node_edges(i))].flatten()
+            torch.testing.assert_close(got[torch.nonzero(got).flatten()], expected, rtol=1e-4, atol=1e-7)
+            assert float(got.abs().sum()) < 0.1  # DHA's O(1e-3) start
 
 
 def test_genotype_matches_the_support(perturbed):

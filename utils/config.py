@@ -78,6 +78,7 @@ class ArchConfig:
     dist_limit: float = 1e-3  # single-stage ISTA: freeze a node once its code moves less than this
     lasso_alpha: float = 1e-5  # ISTA: L1 weight of the sparse recovery
     measurement: str = "gaussian"  # ISTA measurement matrices: gaussian | uniform (the reference's)
+    mixing: str = "normalized"  # ISTA: per node, weights scaled to sum |w| = sparseness (ours) | reference (DHA's raw weights)
     genotype: Optional[str] = None  # `train` mode: DARTS_V2, PC_DARTS, ... , a genotype JSON string or a genotype.json path
     reference_selection: bool = False  # ISTA: rank signed codes and never pick dil_conv_5x5 (DHA quirk)
     lasso_intercept: bool = False  # ISTA: fit an intercept in the recovery, as scikit-learn did for DHA
@@ -336,6 +337,8 @@ def validate(cfg: RunConfig) -> None:
         _check(0 <= a.drop_path_prob < 1, f"config key '{sec}.drop_path_prob' must be in [0, 1), got {a.drop_path_prob}")
         _check(a.aux_weight >= 0, f"config key '{sec}.aux_weight' must be >= 0, got {a.aux_weight}")
         _check(a.proj_dims >= 1, f"config key '{sec}.proj_dims' must be >= 1, got {a.proj_dims}")
+        _check(a.mixing in ("normalized", "reference"),
+               f"config key '{sec}.mixing' must be normalized or reference, got '{a.mixing}'")
         _check(a.sparseness == 2, f"config key '{sec}.sparseness' must be 2 (the cell has two inputs per node), got {a.sparseness}")
         _check(a.measurement in ("gaussian", "uniform"), f"config key '{sec}.measurement' must be gaussian or uniform, got '{a.measurement}'")
         _check(a.dist_limit >= 0, f"config key '{sec}.dist_limit' must be >= 0, got {a.dist_limit}")
