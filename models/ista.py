@@ -239,7 +239,10 @@ class IstaSupernet(Supernet):
                     self._install(t)
                 self._apply_trainability()
         return {"accepted": accepted, "candidate_params_m": size, "code_change": sum(dists.values()),
-                "frozen_nodes": int(self.frozen_normal.sum() + self.frozen_reduce.sum())}
+                "frozen_nodes": int(self.frozen_normal.sum() + self.frozen_reduce.sum()),
+                "node_code_change": {f"{t}/node{i}": dists[t, i] for t in TYPES for i in range(self.steps)},
+                "node_frozen": {f"{t}/node{i}": bool(getattr(self, f"frozen_{t}")[i]) for t in TYPES
+                                for i in range(self.steps)}}
 
     def should_stop(self) -> bool:
         """Single-stage only: every node of both cell types has converged."""

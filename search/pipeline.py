@@ -158,6 +158,8 @@ def _finish(cfg: RunConfig, mode: Mode, model: torch.nn.Module, stage: Stage, st
     write_json(_hparams(stage, state.history()), run_dir / "hparams.json")
     export_model(model, run_dir, (data.channels, data.image_size, data.image_size))
     write_json(metrics, run_dir / "metrics.json")
+    if cfg.report:
+        _report(run_dir, logger)
     logger.info(f"test top-1 {test['top1']:.4f} (val {val['top1']:.4f}), {metrics['params_m']:.3f}M params, "
                 f"{madds:.1f}M multiply-adds")
     return metrics
@@ -171,3 +173,19 @@ def _hparams(stage: Stage, history: list[dict]) -> dict:
     if hyper is not None:
         hparams.update(final=hyper.values(), steps=[t for r in history for t in r.get("hyper_trace", [])])
     return hparams
+
+
+def _report(run_dir: Path, logger: RunLogger) -> None:
+    """The figures (search/report.py) into run_dir/figures and TensorBoard; they come after every
+    artifact, so a failure here costs the figures only, and says so."""
+    try:
+        import matplotlib.image
+
+        from search.report import write_report
+        written, notes = write_report(run_dir)
+        for path in written:
+            image = torch.from_numpy(matplotlib.image.imread(path)[..., :3].copy()).permute(2, 0, 1)
+            logger.image(f"report/{path.stem}", image, 0)
+        logger.info(f"figures: {len(written)} in {run_dir / 'figures'}" + "".join(f"; {n}" for n in notes))
+    except Exception as exc:  # noqa: BLE001 - the run's results are complete; only the figures are lost
+        logger.info(f"figures not written: {type(exc).__name__}: {exc}")

@@ -113,7 +113,7 @@ class Searcher:
             self.net.on_epoch_start(epoch)
 
     def train_epoch(self, epoch: int) -> dict:
-        """One pass over the training loader, then the supernet's epoch-end hook and validation."""
+        """One pass over the training loader, then validation and the supernet's epoch-end hook."""
         self.start_epoch(epoch)
         self.net.train()
         steps = len(self.train_loader)
@@ -148,11 +148,14 @@ class Searcher:
         self.weight_update.finish_pending()
         if self.loop.progress:
             batches.close()
-        arch_info = self.net.on_epoch_end(epoch) if self.loop.searching else {}
+        # Validate the network this epoch trained, before the supernet's hook may switch ops in
+        # (an op that was not active has no running statistics worth evaluating with).
         val = evaluate(self.net, self.val_loader, self.device, self.loop.max_steps, self.eval_transform)
+        arch_info = self.net.on_epoch_end(epoch) if self.loop.searching else {}
         loss_sum, correct, count = totals.tolist()
         if self.policy is not None:
-            arch_info = {**arch_info, "policy_entropy": float(self.policy.entropy())}
+            arch_info = {**arch_info, "policy_entropy": float(self.policy.entropy()),
+                         "policy_ops": self.policy.op_probabilities()}
         if hyper is not None:
             arch_info = {**arch_info, "hyper_trace": hyper_trace}
         record = {"stage": self.loop.stage, "epoch": epoch, **self.weight_update.values(epoch),

@@ -18,7 +18,7 @@ SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar1
 def tiny_config(save_root: Path, **sections) -> dict:
     """A CPU-sized config on `fake` data: 2 steps per epoch, 8-px images, a 3-cell supernet."""
     cfg = {
-        "seed": 0, "save_root": str(save_root), "progress": False, "log_every": 1,
+        "seed": 0, "save_root": str(save_root), "progress": False, "log_every": 1, "report": False,
         "dataset": {"name": "fake", "num_class": 4, "val_ratio": 0.25, "batch_size": 8, "max_test": 16},
         "train": {"epochs": 1, "retrain_epochs": 1, "max_steps_per_epoch": 2, "w_lr": 0.05},
         "train_architecture": {"input_size": 8, "init_channels": 4, "layers": 3, "alpha_lr": 3e-3},

@@ -39,6 +39,7 @@ class FakeNet(nn.Module):
         self.calls.append(f"epoch_start {epoch}")
 
     def on_epoch_end(self, epoch):
+        self.calls.append(f"epoch_end {epoch}")
         self.epochs_ended += 1
         return {}
 
@@ -155,6 +156,7 @@ def test_an_epoch_is_its_steps_then_evaluation_and_a_record():
     assert calls[0] == "epoch_start 0"
     steps = [c for c in calls if c == "weights.step"]
     assert len(steps) == 3 and calls.count("forward") == 3 + 1  # three steps, one validation batch
+    assert calls[-2:] == ["forward", "epoch_end 0"]  # validated before the hook may switch ops
     assert record["epoch"] == 0 and record["lr"] == 0.1 and 0 <= record["val_top1"] <= 1
     assert all(not torch.equal(a, b) for a, b in zip(before, searcher.net.parameters()))
 

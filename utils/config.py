@@ -141,6 +141,7 @@ class RunConfig:
     channels_last: bool = True  # NHWC layout: 2-7x faster depthwise/1x1 convs on CPU, tensor cores on CUDA
     progress: bool = True  # tqdm progress bar per epoch (also off when stderr is not a terminal)
     log_every: int = 20  # steps between TensorBoard scalar points
+    report: bool = True  # figures at the end of a run (run_dir/figures and TensorBoard; search/report.py)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     train_architecture: ArchConfig = field(default_factory=ArchConfig)
