@@ -18,7 +18,8 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 class WeightUpdate:
-    """SGD whose lr / wd follow an epoch schedule (hpo.schedule), set at the start of each epoch."""
+    """SGD whose lr / wd follow a schedule (hpo.schedule, or the learned HyperGradient: both give
+    `values(epoch)` and a state), set at the start of each epoch."""
 
     hyper: HyperGradient | None = None  # what learns lr / wd (None: the schedule sets them)
 
@@ -89,23 +90,10 @@ class HyperUpdate(WeightUpdate):
 
     def __init__(self, optimizer: torch.optim.SGD, hyper: HyperGradient,
                  val_forward: Callable[[torch.Tensor], torch.Tensor], background: bool = False):
-        super().__init__(optimizer)
+        super().__init__(optimizer, schedule=hyper)  # its values() are the learned lr / wd
         self.hyper, self.val_forward, self.background = hyper, val_forward, background
         self._executor: ThreadPoolExecutor | None = None
         self._pending: tuple[Future, int] | None = None  # (the helper's job, the full thread count)
-
-    def values(self, epoch: int | None = None) -> dict[str, float]:
-        """The learned lr and wd now."""
-        return self.hyper.values()
-
-    def state_dict(self) -> dict:
-        """The weight optimizer and the learned lr / wd with their optimizer."""
-        return {"optimizer": self.optimizer.state_dict(), "hyper": self.hyper.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Inverse of `state_dict`."""
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.hyper.load_state_dict(state["hyper"])
 
     def carry_state(self) -> dict:
         """The momentum buffers and the learned lr / wd go on into the next stage."""
