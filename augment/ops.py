@@ -157,9 +157,32 @@ _DHA_ENHANCE = ("color", "contrast", "brightness", "sharpness")
 _DHA_FULL = ("auto_contrast", "equalize", "identity", "invert")
 
 
-def dha_level_to_magnitude(name: str, level: Tensor, sign: Tensor) -> Tensor:
-    """DHA's level (clipped to [0, 8]) -> our normalised m for op `name`; `sign` (+-1) orients signed ops."""
+LEVEL_SCALES = ("strength", "reference")
+
+
+def dha_level_to_magnitude(name: str, level: Tensor, sign: Tensor, scale: str = "reference") -> Tensor:
+    """DHA's level (clipped to [0, 8]) -> our normalised m for op `name`; `sign` (+-1) orients signed ops.
+
+    scale "reference": DHA's mapping, in which a LOW level is the strongest setting of six ops:
+    color / contrast / brightness / sharpness factor 1.8 L + 0.1 (0.1 at level 0: a near-black or grey
+    image), posterize to int(3 L + 1) bits (1 bit at level 0), solarize above int(256 L) (everything
+    inverted at level 0). So DHA's search magnitude 1 (levels in [0, 1]) applies these at almost full
+    strength. scale "strength": level 0 is the identity for every op with an argument and level 8 the
+    reference's extreme: enhance factors 1 +- 0.9 L (random sign), posterize 8 - 4 L bits (8..4),
+    solarize above 256 (1 - L).
+    """
+    if scale not in LEVEL_SCALES:
+        raise ValueError(f"level scale must be one of {LEVEL_SCALES}, got {scale!r}")
     frac = level.clamp(0.0, DHA_MAX_LEVEL) / DHA_MAX_LEVEL  # DHA's L
+    if name in _DHA_FULL:
+        return torch.ones_like(frac)  # no argument in DHA: full strength
+    if scale == "strength":
+        if name in _DHA_SIGNED or name in _DHA_ENHANCE:
+            return frac * sign.to(frac.dtype)
+        if name == "posterize":
+            return 4.0 * frac / (8 - MIN_BITS)
+        if name == "solarize":
+            return frac
     if name in _DHA_SIGNED:
         # rotate 30 L degrees, shear 0.3 L, translate 0.45 L: exactly our ranges, so m = +-L.
         return frac * sign.to(frac.dtype)
@@ -171,6 +194,4 @@ def dha_level_to_magnitude(name: str, level: Tensor, sign: Tensor) -> Tensor:
         return (8.0 - bits) / (8 - MIN_BITS)
     if name == "solarize":
         return 1.0 - torch.floor(256.0 * frac) / 256.0  # threshold int(256 L) of 256 levels
-    if name in _DHA_FULL:
-        return torch.ones_like(frac)  # no argument in DHA: full strength
     raise ValueError(f"op {name!r} is not one of DHA's ops {sorted(set(DHA_OPS[15]))}")

@@ -30,21 +30,21 @@ def sample_pairs(probabilities: torch.Tensor, batch: int, generator: torch.Gener
 
 
 def dha_magnitudes(names: Sequence[str], op_index: torch.Tensor, level: torch.Tensor,
-                   sign: torch.Tensor) -> torch.Tensor:
+                   sign: torch.Tensor, scale: str = "reference") -> torch.Tensor:
     """DHA levels in [0, 8] -> our normalised magnitude of each entry's op (any shape; loops over ops only)."""
     m = torch.zeros_like(level)
     for i, name in enumerate(names):
-        m = torch.where(op_index == i, dha_level_to_magnitude(name, level, sign).to(level.dtype), m)
+        m = torch.where(op_index == i, dha_level_to_magnitude(name, level, sign, scale).to(level.dtype), m)
     return m
 
 
 def apply_pairs(x: torch.Tensor, pairs: torch.Tensor, names: Sequence[str], magnitude: float,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                generator: torch.Generator | None = None, scale: str = "reference") -> tuple[torch.Tensor, torch.Tensor]:
     """Apply op pairs[:, 0] then pairs[:, 1] with levels U(0, magnitude) clipped to [0, 8] -> (x, levels[B, 2])."""
     b = x.shape[0]
     levels = (torch.rand((b, 2), device=x.device, generator=generator) * magnitude).clamp(0.0, MAX_LEVEL)
     signs = random_signs((b, 2), generator, x.device)
-    m = dha_magnitudes(names, pairs, levels, signs).to(x.dtype)  # both slots in one pass over the ops
+    m = dha_magnitudes(names, pairs, levels, signs, scale).to(x.dtype)  # both slots in one pass over the ops
     for j in range(2):
         x = apply_per_sample(x, pairs[:, j], m[:, j], names)
     return x, levels
@@ -61,12 +61,13 @@ def pair_marginals(names: Sequence[str], probabilities: torch.Tensor) -> dict[st
     return dict(zip(names, marginal.tolist()))
 
 
-def pair_export(names: Sequence[str], probabilities: torch.Tensor, magnitude: float, top_k: int = 10) -> dict:
+def pair_export(names: Sequence[str], probabilities: torch.Tensor, magnitude: float, top_k: int = 10,
+                level_scale: str = "reference") -> dict:
     """The JSON-safe part shared by the learned and the replayed pair policy."""
     k = len(names)
     top = torch.topk(probabilities.reshape(-1), min(top_k, k * k))
     return {"type": "pair", "ops": list(names), "pair_probabilities": probabilities.tolist(),
-            "magnitude": float(magnitude),
+            "magnitude": float(magnitude), "level_scale": level_scale,
             "top_pairs": [{"ops": [names[i // k], names[i % k]], "probability": p}
                           for p, i in zip(top.values.tolist(), top.indices.tolist())]}
 
@@ -95,13 +96,15 @@ class PairPolicy(AugmentPolicy):
     differentiable = False
 
     def __init__(self, ops: Sequence[str], temperature: float = 2.0, magnitude: float = 1.0,
-                 update_rule: str = "reference", entropy_weight: float = 0.1, min_entropy: float = 0.6):
+                 update_rule: str = "reference", entropy_weight: float = 0.1, min_entropy: float = 0.6,
+                 level_scale: str = "reference"):
         super().__init__()
         unknown = [n for n in ops if n not in OPS]
         if unknown:
             raise ValueError(f"unknown augmentation ops {unknown}; known: {sorted(OPS)}")
         for name in ops:  # levels are DHA's, so every op needs DHA's level -> magnitude rule; fail now, not mid-run
-            dha_level_to_magnitude(name, torch.zeros(1), torch.ones(1))
+            dha_level_to_magnitude(name, torch.zeros(1), torch.ones(1), level_scale)
+        self.level_scale = level_scale
         if update_rule not in UPDATE_RULES:
             raise ValueError(f"update_rule must be one of {UPDATE_RULES}, got {update_rule!r}")
         if temperature <= 0:
@@ -132,7 +135,7 @@ class PairPolicy(AugmentPolicy):
             return x, {}
         matrix = self.probabilities().detach() if self.update_rule == "reinforce" else self.sampling_matrix(generator)
         pairs = sample_pairs(matrix, x.shape[0], generator)
-        x, levels = apply_pairs(x, pairs, self.ops, self.magnitude, generator)
+        x, levels = apply_pairs(x, pairs, self.ops, self.magnitude, generator, self.level_scale)
         return x, {"pairs": pairs, "levels": levels}
 
     def policy_loss(self, per_sample_loss: torch.Tensor, info: dict) -> torch.Tensor:
@@ -172,7 +175,7 @@ class PairPolicy(AugmentPolicy):
 
     def export(self, top_k: int = 10) -> dict:
         """JSON: ops, the pair probabilities P (not the Gumbel matrix), magnitude, temperature, top pairs."""
-        d = pair_export(self.ops, self.probabilities().detach().cpu(), self.magnitude, top_k)
+        d = pair_export(self.ops, self.probabilities().detach().cpu(), self.magnitude, top_k, self.level_scale)
         d.update(temperature=self.temperature, update_rule=self.update_rule, entropy_weight=self.entropy_weight,
                  entropy_floor=self.entropy_floor,
                  entropy=float(self.entropy()), max_entropy=math.log(len(self.ops) ** 2))

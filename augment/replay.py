@@ -32,9 +32,10 @@ from utils.errors import UserError
 class FixedPairPolicy(AugmentPolicy):
     """Ordered op pairs drawn from fixed pair probabilities; info = {"pairs": LongTensor[B, 2], "levels"}."""
 
-    def __init__(self, ops: Sequence[str], pair_probabilities: torch.Tensor, magnitude: float):
+    def __init__(self, ops: Sequence[str], pair_probabilities: torch.Tensor, magnitude: float,
+                 level_scale: str = "reference"):
         super().__init__()
-        self.ops, self.magnitude = tuple(ops), float(magnitude)
+        self.ops, self.magnitude, self.level_scale = tuple(ops), float(magnitude), level_scale
         p = torch.as_tensor(pair_probabilities, dtype=torch.float64)
         self.register_buffer("probabilities", p / p.sum())
 
@@ -43,7 +44,7 @@ class FixedPairPolicy(AugmentPolicy):
         if not self.training:
             return x, {}
         pairs = sample_pairs(self.probabilities.to(x.device), x.shape[0], generator)
-        x, levels = apply_pairs(x, pairs, self.ops, self.magnitude, generator)
+        x, levels = apply_pairs(x, pairs, self.ops, self.magnitude, generator, self.level_scale)
         return x, {"pairs": pairs, "levels": levels}
 
     def set_magnitude(self, magnitude: float) -> None:
@@ -60,7 +61,7 @@ class FixedPairPolicy(AugmentPolicy):
 
     def export(self) -> dict:
         """The same format as `PairPolicy.export` (without the learning settings)."""
-        return pair_export(self.ops, self.probabilities.cpu(), self.magnitude)
+        return pair_export(self.ops, self.probabilities.cpu(), self.magnitude, level_scale=self.level_scale)
 
 
 class FixedSubPolicy(AugmentPolicy):
@@ -132,7 +133,9 @@ def from_export(d: dict, magnitude: float | None = None) -> AugmentPolicy:
         p = torch.tensor(d["pair_probabilities"], dtype=torch.float64)
         if p.shape != (len(d["ops"]), len(d["ops"])) or (p < 0).any() or p.sum() <= 0:
             raise UserError(f"pair_probabilities must be a non-negative {len(d['ops'])}x{len(d['ops'])} matrix")
-        return FixedPairPolicy(d["ops"], p, d["magnitude"] if magnitude is None else magnitude)
+        # exports written before level scales existed used DHA's mapping
+        return FixedPairPolicy(d["ops"], p, d["magnitude"] if magnitude is None else magnitude,
+                               d.get("level_scale", "reference"))
     if kind == "subpolicy":
         _require(d, "ops", "subpolicies")
         _check_ops(d["ops"])

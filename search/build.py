@@ -160,7 +160,7 @@ def _pair_policy(sec: StageSections, replay: dict | None, device: torch.device) 
     da = sec.da
     policy = PairPolicy(DHA_OPS[sec.dataset.aug_choice], temperature=da.temperature, magnitude=da.magnitude,
                         update_rule=da.update_rule, entropy_weight=da.entropy_weight,
-                        min_entropy=da.min_entropy).to(device)
+                        min_entropy=da.min_entropy, level_scale=da.level_scale).to(device)
     if da.update_rule == "reinforce":  # normalised advantages: Adam's steps are about d_lr per entry
         opt = torch.optim.Adam(policy.policy_parameters(), lr=da.d_lr)
     else:

@@ -183,3 +183,21 @@ def test_cuda_matches_cpu(name):
     y = OPS[name].fn(x.cuda(), m.cuda())
     assert y.device.type == "cuda"
     assert (y.cpu() - OPS[name].fn(x, m)).abs().max() <= 1e-5
+
+
+def test_strength_scale_makes_level_zero_the_identity_and_level_eight_the_reference_extreme():
+    zero, eight, pos, neg = torch.tensor([0.0]), torch.tensor([8.0]), torch.tensor([1.0]), torch.tensor([-1.0])
+    for name in ("rotate", "shear_x", "translate_y", "color", "contrast", "brightness", "sharpness", "posterize",
+                 "solarize"):
+        assert torch.equal(dha_level_to_magnitude(name, zero, pos, "strength"), torch.zeros(1)), name
+    # the reference is at its strongest at level 0 for these
+    assert torch.equal(dha_level_to_magnitude("brightness", zero, pos), torch.tensor([-1.0]))  # factor 0.1
+    assert torch.equal(dha_level_to_magnitude("solarize", zero, pos), torch.tensor([1.0]))  # all inverted
+    # level 8: the reference's extremes (enhance factor 0.1 or 1.9 by sign, solarize everything)
+    assert torch.equal(dha_level_to_magnitude("brightness", eight, neg, "strength"), torch.tensor([-1.0]))
+    assert torch.equal(dha_level_to_magnitude("color", eight, pos, "strength"), torch.tensor([1.0]))
+    assert torch.equal(dha_level_to_magnitude("solarize", eight, pos, "strength"), torch.tensor([1.0]))
+    assert torch.allclose(dha_level_to_magnitude("posterize", eight, pos, "strength"), torch.tensor([4 / 7]))  # 4 bits
+    assert torch.equal(dha_level_to_magnitude("equalize", zero, pos, "strength"), torch.ones(1))  # no argument
+    with pytest.raises(ValueError, match="level scale"):
+        dha_level_to_magnitude("rotate", zero, pos, "linear")

@@ -141,3 +141,11 @@ def test_replay_eval_mode_is_identity():
     policy = from_export(skewed_pair_policy().export()).eval()
     x = tiny(2)
     assert policy(x) == (x, {})
+
+
+def test_pair_replay_keeps_the_level_scale_and_old_exports_mean_the_reference():
+    export = PairPolicy(DHA_OPS[14], level_scale="strength").export()
+    assert export["level_scale"] == "strength"
+    assert from_export(export).level_scale == "strength"
+    del export["level_scale"]
+    assert from_export(export).level_scale == "reference"

@@ -119,6 +119,7 @@ class DaConfig:
     temperature: float = 2.0  # Gumbel-softmax temperature of the per-step sampling matrix
     magnitude: float = 1.0  # magnitudes are drawn from U(0, magnitude) during the search
     magnitude_tune: float = 10.0  # ... and from U(0, magnitude_tune) afterwards
+    level_scale: str = "strength"  # level 0 = identity for every op (ours) | reference: DHA's, where level 0 is the strongest posterize / solarize / enhance
     update_rule: str = "reinforce"  # pair policy: reinforce (ours: unbiased, normalised, Adam) | reference (DHA's -loss * P, SGD)
     entropy_weight: float = 0.1  # reinforce: weight of the entropy bonus (holds back the drift of noise)
     min_entropy: float = 0.6  # reinforce: entropy floor as a fraction of its maximum ln(K^2); below it a hinge pushes back
@@ -363,6 +364,8 @@ def validate(cfg: RunConfig) -> None:
                f"config key '{sec}.update_rule' must be reference or reinforce, got '{g.update_rule}'")
         _check(0 <= g.entropy_weight < float("inf"), f"config key '{sec}.entropy_weight' must be >= 0 and finite")
         _check(0 <= g.min_entropy <= 1, f"config key '{sec}.min_entropy' must be in [0, 1], got {g.min_entropy}")
+        _check(g.level_scale in ("strength", "reference"),
+               f"config key '{sec}.level_scale' must be strength or reference, got '{g.level_scale}'")
         _check(g.subpolicies >= 1 and g.subpolicy_stages >= 1, f"config keys '{sec}.subpolicies' and 'subpolicy_stages' must be >= 1")
         _check(g.subpolicy_temperature > 0, f"config key '{sec}.subpolicy_temperature' must be positive")
         _check(g.log_images_every >= 0, f"config key '{sec}.log_images_every' must be >= 0")
