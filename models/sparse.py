@@ -34,11 +34,6 @@ class UncertifiedLassoWarning(RuntimeWarning):
     """A LASSO solution whose KKT conditions do not hold to KKT_TOLERANCE."""
 
 
-def soft_threshold(x: np.ndarray, t: float | np.ndarray) -> np.ndarray:
-    """The proximal operator of t * ||x||_1."""
-    return np.sign(x) * np.maximum(np.abs(x) - t, 0.0)
-
-
 def _solve_on(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     """gram^-1 rhs with one step of iterative refinement (least squares if gram is singular)."""
     try:

@@ -5,7 +5,7 @@ import torch
 
 import models.sparse
 from models.genotypes import PRIMITIVES_ISTA
-from models.sparse import KKT_TOLERANCE, UncertifiedLassoWarning, kkt_violation, lasso, lasso_objective, soft_threshold
+from models.sparse import KKT_TOLERANCE, UncertifiedLassoWarning, kkt_violation, lasso, lasso_objective
 
 
 def _problem(seed=0, m=20, n=50, support=(7, 31), values=(1.5, -2.0)):
@@ -14,11 +14,6 @@ def _problem(seed=0, m=20, n=50, support=(7, 31), values=(1.5, -2.0)):
     x = torch.zeros(n, dtype=torch.float64)
     x[list(support)] = torch.tensor(values, dtype=torch.float64)
     return A, A @ x, x
-
-
-def test_soft_threshold():
-    x = np.array([-3.0, -0.5, 0.0, 0.2, 2.0])
-    assert np.array_equal(soft_threshold(x, 1.0), np.array([-2.0, 0.0, 0.0, 0.0, 1.0]))
 
 
 def test_recovers_a_two_sparse_vector():
