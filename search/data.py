@@ -15,21 +15,19 @@ class RunData:
 
     def __init__(self, seed: int):
         self.seed = seed
-        self._built: dict[tuple, tuple[DataSplits, dict]] = {}
-        self._names: dict[tuple, str] = {}
+        self._built: dict[tuple, tuple[DataSplits, dict]] = {}  # key: (dataset name, its repr, input size)
 
     def get(self, ds: DatasetConfig, arch: ArchConfig) -> tuple[DataSplits, dict]:
         """(splits, loaders) of a stage's dataset at its input size."""
-        key = (repr(ds), arch.input_size)
+        key = (ds.name, repr(ds), arch.input_size)
         if key not in self._built:
             data = build_data(ds, arch, self.seed)
             self._built[key] = (data, build_loaders(data, ds, self.seed))
-            self._names[key] = ds.name
         return self._built[key]
 
     def summary(self) -> list[str]:
         """One line per dataset built."""
-        return [f"data {self._names[key]}: {len(d.train)} train / {len(d.val)} val / {len(d.test)} test, "
+        return [f"data {key[0]}: {len(d.train)} train / {len(d.val)} val / {len(d.test)} test, "
                 f"{d.num_classes} classes, {d.channels}x{d.image_size}x{d.image_size}"
                 for key, (d, _) in self._built.items()]
 
