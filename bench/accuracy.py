@@ -1,15 +1,16 @@
 """End-to-end accuracy on a real image folder: the single-stage searches against not searching.
 
     python bench/accuracy.py DATA_DIR [--search_epochs 5] [--retrain_epochs 5] [--seeds 5 6 7]
-        [--modes ista_single_nor ista_single_doal train] [--out /tmp/acc_runs]
+        [--modes ista_single_nor ista_single_doal train] [--out /tmp/acc_runs] [--set da.objective=...]
 
 DATA_DIR: an ImageFolder root with train/ and val/ (val/ is the test set; the validation split
 is carved out of train/). Same seeds, same budget, a small 32-px network (C=8, 5 cells); the
 bounds of DHA's cifar10 config for lr / wd and its policy size, our default update rules. `train`
 is the baseline: the fixed DARTS_V2 cell at the same C and cells, trained from scratch for the same
 total epochs (search + retrain) with crop, flip, Cutout and a cosine lr. Prints a table of the
-train top-1 after the first epoch, val / test top-1, the epochs the search took to freeze, and the
-wall time of each run; with several --seeds, one row per mode and seed and then each mode's mean
+train top-1 after the first epoch, val / test top-1, the epochs the search took to freeze, how far
+the learned parts moved (the policy's largest entropy drop, the share of the lr band the learned lr
+covered) and the wall time of each run; with several --seeds, one row per mode and seed and then each mode's mean
 and range. At this budget the final epoch of one run lands anywhere in a val swing of a few points,
 so compare means over seeds.
 """
@@ -48,6 +49,18 @@ def config(data_dir: str, out: str, search_epochs: int, retrain_epochs: int) -> 
     }
 
 
+def movement(records: list[dict], cfg: dict) -> tuple[str, str]:
+    """The policy's largest entropy drop below its first logged value's maximum ln K^2, and the
+    share of the lr band the learned lr covered ('-' where a run has no such part)."""
+    import math
+    entropies = [r["policy_entropy"] for r in records if "policy_entropy" in r]
+    drop = f"{math.log(cfg['da']['policy'] ** 2) - min(entropies):.3f}" if entropies else "-"
+    lrs = [t["lr"] for r in records for t in r.get("hyper_trace", [])]
+    band = cfg["hpo"]["learning_up"] - cfg["hpo"]["learning_low"]
+    cover = f"{(max(lrs) - min(lrs)) / band:.2f}" if lrs else "-"
+    return drop, cover
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run every mode for every seed and print the comparison."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -59,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
                         choices=sorted(m for m in MODES if m.startswith("ista_single") or m == "train"),
                         help="e.g. add ista_single_hpo and ista_single_da to see which half of DHA moves the result")
     parser.add_argument("--out", default="/tmp/accuracy_runs")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for every run (as search_darts.py --set)")
     args = parser.parse_args(argv)
     if not (Path(args.data_dir) / "train").is_dir():
         print(f"error: no ImageFolder train/ under '{args.data_dir}'", file=sys.stderr)
@@ -73,26 +88,29 @@ def main(argv: list[str] | None = None) -> int:
             save_name = time.strftime("%H%M%S") + f"_seed{seed}"
             started = time.time()
             code = search_darts.main(["--conf_path", str(conf), "--Running", mode, "--set", f"save_name={save_name}",
-                                      "--set", f"seed={seed}", "--set", "progress=false"])
+                                      "--set", f"seed={seed}", "--set", "progress=false"]
+                                     + [arg for item in args.set for arg in ("--set", item)])
             if code != 0:
                 return code
             run_dir = Path(args.out) / f"imagefolder_{mode}_{save_name}"
             metrics = json.loads((run_dir / "metrics.json").read_text())
             records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
             froze = any(r.get("stopped_early") for r in records if r["stage"] == "search")
-            rows.append((mode, seed, metrics, froze, time.time() - started, records[0]["train_top1"]))
+            moved = movement(records, json.loads((run_dir / "config.json").read_text()))
+            rows.append((mode, seed, metrics, froze, time.time() - started, moved, records[0]["train_top1"]))
     print(f"\n{'mode':<18} {'seed':>4} {'epoch-1 train':>13} {'val top-1':>9} {'test top-1':>10} "
-          f"{'search epochs':>13} {'froze':>7} {'params M':>8} {'minutes':>7}")
-    for mode, seed, m, froze, seconds, first in rows:
+          f"{'search epochs':>13} {'froze':>7} {'H drop':>6} {'lr cover':>8} {'params M':>8} {'minutes':>7}")
+    for mode, seed, m, froze, seconds, (drop, cover), first in rows:
         print(f"{mode:<18} {seed:4d} {first:13.4f} {m['val_top1']:9.4f} {m['test_top1']:10.4f} "
-              f"{m['search_epochs']:13d} {'yes' if froze else 'no':>7} {m['params_m']:8.3f} {seconds / 60:7.1f}")
+              f"{m['search_epochs']:13d} {'yes' if froze else 'no':>7} {drop:>6} {cover:>8} {m['params_m']:8.3f} "
+              f"{seconds / 60:7.1f}")
     means = {}
     for mode in args.modes:
         tests = [m["test_top1"] for mode_, _, m, *_ in rows if mode_ == mode]
         vals = [m["val_top1"] for mode_, _, m, *_ in rows if mode_ == mode]
         means[mode] = statistics.mean(tests)
         if len(args.seeds) > 1:
-            firsts = [first for mode_, *_, first in rows if mode_ == mode]
+            firsts = [row[-1] for row in rows if row[0] == mode]
             print(f"{mode:<18} mean {statistics.mean(firsts):13.4f} {statistics.mean(vals):9.4f} {means[mode]:10.4f}   "
                   f"test range {min(tests):.4f}-{max(tests):.4f}")
     print("summary: test top-1 " + " vs ".join(f"{means[mode]:.4f} ({mode})" for mode in args.modes)

@@ -21,7 +21,7 @@ from models.supernet import Supernet
 from search.arch_step import (ArchStep, FirstOrderArchStep, JointArchStep, SecondOrderArchStep,
                               make_arch_optimizer)
 from search.modes import ArchUpdate, Augment, Kind, Mode, Sections, Space, StageSpec
-from search.policy_step import PolicyStep, ScoreFunctionStep, ThroughImagesStep
+from search.policy_step import GeneralizationStep, PolicyStep, ScoreFunctionStep, ThroughImagesStep
 from utils.config import ArchConfig, DaConfig, DatasetConfig, HpoConfig, RunConfig, TrainConfig
 from utils.errors import UserError
 
@@ -166,6 +166,8 @@ def _pair_policy(sec: StageSections, replay: dict | None, device: torch.device) 
     else:
         opt = torch.optim.SGD(policy.policy_parameters(), lr=da.d_lr, momentum=da.d_momentum,
                               nesterov=da.d_nesterov and da.d_momentum > 0, weight_decay=da.d_weight_decay)
+    if da.objective == "generalization":
+        return GeneralizationStep(policy, opt, da.val_every)
     return ScoreFunctionStep(policy, opt)
 
 
@@ -226,8 +228,8 @@ def build_fixed_policy(name: str, ds: DatasetConfig, device: torch.device):
     if not path.is_file():
         raise UserError(f"da.fixed_policy: '{name}' is neither none, randaugment, trivialaugment nor a policy.json file")
     try:
-        return from_export(json.loads(path.read_text())).to(device)
-    except (ValueError, KeyError, TypeError) as exc:
+        return from_export(json.loads(path.read_text(encoding="utf-8-sig"))).to(device)
+    except (UserError, ValueError, KeyError, TypeError, AttributeError, IndexError, OSError, RecursionError) as exc:
         raise UserError(f"da.fixed_policy: '{name}' is not a policy this tool exported ({exc})") from None
 
 

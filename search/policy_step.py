@@ -1,14 +1,32 @@
 """How the augmentation policy of a stage is applied and learned, one strategy per rule.
 
-The Searcher calls every hook of every step: `augment` on the training batch, `for_validation`
-when a bilevel architecture step draws a validation batch, and `update` with the per-sample
-training loss; each rule acts in the hooks it needs.
+The Searcher calls every hook of every step: `augment` on the training batch, `watch` around the
+training forward, `for_validation` when a bilevel architecture step draws a validation batch, and
+`update` with the step's outcome; each rule acts in the hooks it needs.
 """
 from __future__ import annotations
 
+import contextlib
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
+from torch import nn
 
 from augment.policy import AugmentPolicy
+
+
+@dataclass
+class StepOutcome:
+    """What a policy update may learn from: the training batch's detached result and where the
+    validation data and the network are."""
+
+    per_sample_loss: torch.Tensor
+    logits: torch.Tensor
+    targets: torch.Tensor
+    val_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]]
+    net: nn.Module
 
 
 class PolicyStep:
@@ -26,13 +44,17 @@ class PolicyStep:
         """The augmented training batch and what `update` needs about it."""
         return self.policy(x) if self.policy is not None else (x, {})
 
+    def watch(self, net: nn.Module):
+        """A context around the training forward (a rule may record activations in it)."""
+        return contextlib.nullcontext()
+
     def for_validation(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.optim.Optimizer | None]:
         """A validation batch for a bilevel architecture step, and the optimizer of policy
         parameters that learn from that step's backward (None: none do)."""
         return x, None
 
-    def update(self, per_sample_loss: torch.Tensor, info: dict) -> None:
-        """Learn from the detached per-sample training loss of the batch `augment` returned."""
+    def update(self, outcome: StepOutcome, info: dict) -> None:
+        """Learn from the outcome of training on the batch `augment` returned."""
 
     def set_lr(self, lr: float) -> None:
         """The policy optimizer's learning rate from now on."""
@@ -54,13 +76,82 @@ class PolicyStep:
 
 
 class ScoreFunctionStep(PolicyStep):
-    """The policy learns from the per-sample training loss of the samples it augmented (DHA)."""
+    """Adversarial (DHA): the policy favours the samples it augmented in proportion to their
+    training loss."""
 
-    def update(self, per_sample_loss: torch.Tensor, info: dict) -> None:
+    def reward(self, outcome: StepOutcome) -> torch.Tensor:
+        """Per-sample value the policy learns to raise: here the training loss."""
+        return outcome.per_sample_loss
+
+    def update(self, outcome: StepOutcome, info: dict) -> None:
         """One optimizer step on the policy's surrogate loss."""
         self.optimizer.zero_grad(set_to_none=True)
-        self.policy.policy_loss(per_sample_loss.detach(), info).backward()
+        self.policy.policy_loss(self.reward(outcome).detach(), info).backward()
         self.optimizer.step()
+
+
+class GeneralizationStep(ScoreFunctionStep):
+    """The policy favours the samples whose gradient step lowers the validation loss most.
+
+    To first order, an SGD step on sample n changes the validation loss by -lr <g_val, g_n>. Both
+    gradients are taken at the classifier, where they are closed-form: for features f and logits z,
+    dl/dW = (softmax(z) - onehot(y)) f^T. So the reward of sample n is e_n^T G f_n + e_n . g with
+    G, g the classifier's weight and bias gradients of the mean validation loss, refreshed from a
+    probe forward on a validation batch every `val_every` steps (the classifier moves slowly).
+    """
+
+    def __init__(self, policy: AugmentPolicy, optimizer: torch.optim.Optimizer, val_every: int = 4):
+        super().__init__(policy, optimizer)
+        self.val_every = val_every
+        self.calls = 0
+        self.val_gradient: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._features: torch.Tensor | None = None
+        self._owner = 0
+
+    def _record(self, module: nn.Module, inputs: tuple) -> None:
+        # The hypergradient's validation pass may run the same classifier in a helper thread.
+        if threading.get_ident() == self._owner:
+            self._features = inputs[0].detach()
+
+    @contextlib.contextmanager
+    def watch(self, net: nn.Module):
+        """Record the classifier's input of the forward inside the context."""
+        self._owner = threading.get_ident()
+        handle = net.classifier.register_forward_pre_hook(self._record)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    @staticmethod
+    def _error(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(logits.detach().float(), dim=1) - nn.functional.one_hot(targets, logits.shape[1]).float()
+
+    def _refresh(self, outcome: StepOutcome) -> None:
+        xv, yv = outcome.val_batch()
+        with torch.no_grad(), self.watch(outcome.net):
+            error = self._error(outcome.net(xv, probe=True), yv)
+        features = self._features.float()
+        self.val_gradient = (error.T @ features / len(yv), error.mean(0))
+
+    def reward(self, outcome: StepOutcome) -> torch.Tensor:
+        """<validation gradient, sample gradient> at the classifier (larger: the step generalises)."""
+        features = self._features.float()  # this step's training forward, before the refresh overwrites it
+        if self.val_gradient is None or self.calls % self.val_every == 0:
+            self._refresh(outcome)
+        self.calls += 1
+        weight, bias = self.val_gradient
+        error = self._error(outcome.logits, outcome.targets)
+        return ((error @ weight) * features).sum(1) + error @ bias
+
+    def state_dict(self) -> dict:
+        """The policy, its optimizer, the step count and the cached validation gradient."""
+        return {**super().state_dict(), "calls": self.calls, "val_gradient": self.val_gradient}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Inverse of `state_dict`."""
+        super().load_state_dict(state)
+        self.calls, self.val_gradient = state["calls"], state["val_gradient"]
 
 
 class ThroughImagesStep(PolicyStep):
@@ -71,6 +162,10 @@ class ThroughImagesStep(PolicyStep):
         """Augment without a graph: the gradient comes from the validation pass."""
         with torch.no_grad():
             return self.policy(x)
+
+    def watch(self, net: nn.Module):
+        """A context around the training forward (a rule may record activations in it)."""
+        return contextlib.nullcontext()
 
     def for_validation(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.optim.Optimizer]:
         """The augmented validation batch (with its graph) and the policy optimizer."""
