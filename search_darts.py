@@ -8,10 +8,51 @@ its genotype, metrics and TensorBoard logs. Bad input exits with code 2 and one 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from utils.errors import UserError
+
+# What a resumed run may change with --set: how it reports and runs, never what it computes.
+RESUMABLE_KEYS = {"progress", "log_every", "report", "cudnn_benchmark", "dataset.workers", "tune_dataset.workers",
+                  "dataset.pin", "tune_dataset.pin"}
+
+
+def _flat(config: dict) -> dict:
+    return {f"{k}.{sub}" if isinstance(v, dict) else k: subv
+            for k, v in config.items() for sub, subv in (v.items() if isinstance(v, dict) else [(None, v)])}
+
+
+def check_resume_overrides(saved: dict, cfg) -> None:
+    """Refuse a resume whose overrides change the network, the data or the results, naming the keys."""
+    from utils.config import config_from_dict, config_to_dict
+    before, after = _flat(config_to_dict(config_from_dict(saved)[0])), _flat(config_to_dict(cfg))
+    refused = sorted(k for k in after if after[k] != before.get(k) and k not in RESUMABLE_KEYS)
+    if refused:
+        raise UserError(f"--resume cannot change {', '.join(refused)}: the checkpoint was made with other values "
+                        f"(a resume may change only {', '.join(sorted(RESUMABLE_KEYS))})")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler pre-empting the job), raised where Python next runs, like Ctrl-C."""
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt():
+    """Within the context, SIGTERM unwinds the run as Ctrl-C does (the last checkpoint is kept)."""
+    def handler(signum, frame):
+        raise Terminated()
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,14 +76,23 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_dir(cfg, mode_name: str) -> Path:
+def claim_run_dir(cfg, mode_name: str) -> Path:
+    """Create save_root/<dataset>_<mode>[_<save_name>][_<n>]: a folder no other run has (mkdir is
+    atomic, so two runs started together never share one); an unusable save_root is one line."""
     base = f"{cfg.dataset.name}_{mode_name}" + (f"_{cfg.save_name}" if cfg.save_name else "")
-    path = Path(cfg.save_root) / base
-    n = 2
-    while path.exists():  # never overwrite an earlier run
-        path = Path(cfg.save_root) / f"{base}_{n}"
-        n += 1
-    return path
+    root = Path(cfg.save_root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for n in range(1, 10**6):
+            path = root / (base if n == 1 else f"{base}_{n}")
+            try:
+                path.mkdir()
+                return path
+            except FileExistsError:  # never overwrite an earlier run
+                continue
+    except OSError as exc:
+        raise UserError(f"cannot create the run folder under save_root '{root}': {exc.strerror or exc}") from None
+    raise UserError(f"save_root '{root}' already holds a million runs named {base}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,10 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        message = str(exc).replace("\r", "\\r").replace("\n", "\\n")  # one line, whatever the input held
+        print(f"error: {message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; continue with --resume RUN_DIR", file=sys.stderr)
+    except KeyboardInterrupt:  # before a run folder exists: nothing to resume
+        print("interrupted", file=sys.stderr)
         return 130
 
 
@@ -64,10 +115,14 @@ def _load(args: argparse.Namespace):
     from utils.config import config_from_dict, load_config
 
     if args.resume:
+        if args.conf_path:
+            raise UserError("--conf_path is not read with --resume: the run's config is in its checkpoint "
+                            "(change what may change with --set)")
         saved_mode, saved_config, state = read_checkpoint(Path(args.resume) / "checkpoint.pt")
         if args.mode and args.mode != saved_mode:
             raise UserError(f"{args.resume} is a '{saved_mode}' run, not '{args.mode}'")
         cfg, notices = config_from_dict(saved_config, args.overrides)
+        check_resume_overrides(saved_config, cfg)
         return cfg, get_mode(saved_mode), state, notices
     if not args.conf_path:
         raise UserError("--conf_path is required (or --resume RUN_DIR)")
@@ -85,31 +140,48 @@ def _main(argv: list[str] | None) -> int:
     import torch
 
     from search.stage import check_inputs
+    from search.state import tidy_for_resume
     from utils.config import config_to_dict
     from utils.device import resolve_device
 
     cfg, mode, state, notices = _load(args)
-    if notices:
-        print(f"note: ignoring keys of the original DHA configs that this tool does not use: {', '.join(notices)}",
-              file=sys.stderr)
     device = resolve_device(args.device, cfg.cudnn_benchmark, cfg.deterministic)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
+    if state is not None and state.finished:
+        print(f"{args.resume} is finished; nothing to do (ready model: {Path(args.resume) / 'model.pt2'})")
+        return 0
     run_data = check_inputs(cfg, mode)  # before anything is written; the run reuses the data
+    note = (f"note: ignoring keys of the original DHA configs that this tool does not use: {', '.join(notices)}"
+            if notices else "")
     if args.dry_run:
-        return _dry_run(cfg, mode, device, run_data)
+        return _dry_run(cfg, mode, device, run_data, note)
 
     from search.pipeline import run_mode
     from utils.checkpoint import atomic_write_text
     from utils.logging import RunLogger
 
-    run_dir = Path(args.resume) if args.resume else _run_dir(cfg, mode.name)
-    logger = RunLogger(run_dir)
-    atomic_write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n", run_dir / "config.json")
-    logger.info(f"{'resuming' if state else 'starting'} {mode.name} on {device} in {run_dir}")
+    run_dir = Path(args.resume) if args.resume else claim_run_dir(cfg, mode.name)
     try:
-        metrics = run_mode(cfg, mode, device, run_dir, logger, run_data, state)
+        if state is not None:
+            tidy_for_resume(run_dir, len(state.history()) + len((state.searcher or {}).get("history", [])))
+        logger = RunLogger(run_dir)
+        atomic_write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n", run_dir / "config.json")
+    except OSError as exc:
+        raise UserError(f"cannot write in the run folder '{run_dir}': {exc.strerror or exc}") from None
+    logger.info(f"{'resuming' if state else 'starting'} {mode.name} on {device} in {run_dir}")
+    if note:  # after every check: an error is always one line
+        print(note, file=sys.stderr)
+        logger.info(note)
+    try:
+        with terminate_as_interrupt():
+            metrics = run_mode(cfg, mode, device, run_dir, logger, run_data, state)
+    except KeyboardInterrupt as exc:
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"{what}; the last checkpoint is kept: continue with  python search_darts.py --resume {run_dir}",
+              file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     finally:
         logger.close()
     print(f"done: test top-1 {metrics['test_top1']:.4f}; ready model: {run_dir / 'model.pt2'}")
@@ -117,7 +189,7 @@ def _main(argv: list[str] | None) -> int:
     return 0
 
 
-def _dry_run(cfg, mode, device, run_data) -> int:
+def _dry_run(cfg, mode, device, run_data, note: str) -> int:
     import torch
 
     from search.stage import build_stage, describe_mode
@@ -137,6 +209,8 @@ def _dry_run(cfg, mode, device, run_data) -> int:
           f"forward {tuple(x.shape)} -> {tuple(logits.shape)}")
     for line in describe_mode(mode, cfg):
         print(line)
+    if note:
+        print(note, file=sys.stderr)
     print("dry run ok")
     return 0
 

@@ -43,6 +43,8 @@ def scan_folders(req: SourceRequest, test_names: tuple[str, ...] = ("test", "val
         classes, class_to_idx = find_classes(train_dir)
     except FileNotFoundError:
         raise _bad_layout(req, f"no class folders in {train_dir}") from None
+    if len(classes) < 2:
+        raise _bad_layout(req, f"{train_dir} has {len(classes)} class folder; a classifier needs at least 2")
     try:
         train = make_dataset(train_dir, class_to_idx, extensions=IMG_EXTENSIONS)
     except FileNotFoundError:

@@ -64,9 +64,10 @@ def _stats(name: str, given: Sequence[float] | None, default: tuple[float, ...],
         return default
     values = tuple(float(v) for v in given)
     if len(values) != channels:
-        raise ConfigError(f"{name} needs {channels} value(s), one per channel, got {len(values)}")
+        raise ConfigError(f"config key 'dataset.{name}' needs {channels} value(s), one per channel of the data, "
+                          f"got {len(values)}")
     if positive and min(values) <= 0:
-        raise ConfigError(f"{name} values must be > 0, got {values}")
+        raise ConfigError(f"config key 'dataset.{name}' values must be > 0, got {values}")
     return values
 
 

@@ -18,10 +18,15 @@ SVHN_MEAN, SVHN_STD = (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)
 
 
 def load_torchvision(req: SourceRequest, expected: str, make: Callable[[], Any]) -> Any:
-    """Call a torchvision constructor, turning its missing/corrupt/download errors into one-line errors."""
+    """Call a torchvision constructor, turning its missing/corrupt/download errors into one-line errors;
+    a failed download leaves no folder behind that was not there before."""
+    created = [p for p in (req.root, *req.root.parents) if not p.exists()]
     try:
         return make()
     except (RuntimeError, OSError) as err:
+        for folder in created:  # deepest first; only the ones the download made and left empty
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
         # torchvision raises RuntimeError for missing/corrupt files and URLError (an OSError) when a
         # download fails; either way the user needs the layout, not a traceback.
         detail = " ".join(str(err).split())

@@ -22,7 +22,7 @@ def export_program(model: Network, path: Path, image_shape: tuple[int, int, int]
     """
     model = model.eval()
     example = torch.rand(2, *image_shape, device=next(model.parameters()).device)
-    batch = torch.export.Dim("batch", min=1, max=65536)
+    batch = torch.export.Dim("batch", min=1)  # no upper bound: any batch size
     program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
     replace_from_temp(path, lambda tmp: torch.export.save(program, tmp))
 

@@ -98,8 +98,11 @@ def run_mode(cfg: RunConfig, mode: Mode, device: torch.device, run_dir: Path, lo
         stage = build_stage(cfg, mode, len(mode.stages) - 1, state, device, logger, run_data)
         stage.searcher.load_carry_state(state.carry)
     final = stage.net.derive_model() if stage.spec.kind is Kind.CONTINUE else stage.net
-    return _finish(cfg, mode, set_channels_last(final, cfg.channels_last), stage, state, device, run_dir, logger,
-                   clock())
+    metrics = _finish(cfg, mode, set_channels_last(final, cfg.channels_last), stage, state, device, run_dir, logger,
+                      clock())
+    state.finished = True
+    save_checkpoint(run_dir / "checkpoint.pt", mode.name, config_to_dict(cfg), state)
+    return metrics
 
 
 def _end_epoch(cfg: RunConfig, mode: Mode, stage: Stage, state: RunState, clock: Clock, run_dir: Path,
@@ -148,7 +151,8 @@ def _finish(cfg: RunConfig, mode: Mode, model: torch.nn.Module, stage: Stage, st
                "params_m": count_params_m(model), "madds_m": madds,
                "search_epochs": next((r["epochs"] for r in state.results if r["stage"] == Kind.SEARCH.value), 0),
                "search_seconds": state.search_seconds, "total_seconds": elapsed,
-               "genotype": genotype.to_dict()}
+               "skipped_steps": sum(r["history"][-1].get("skipped_steps", 0) for r in state.results if r["history"]),
+               "genotype": genotype.to_dict(), "status": "complete"}
     write_json(genotype.to_dict(), run_dir / "genotype.json")
     policy = stage.searcher.policy
     policy = policy.export() if policy is not None else {"type": "none"}

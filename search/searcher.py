@@ -12,7 +12,8 @@ from augment.policy import AugmentPolicy
 from hpo.weight_update import WeightUpdate
 from search.arch_step import ArchStep
 from search.evaluate import evaluate, to_input
-from search.policy_step import PolicyStep
+from search.policy_step import PolicyStep, StepOutcome
+from utils.errors import UserError
 from utils.logging import RunLogger
 from utils.seeding import derive_seed
 
@@ -32,6 +33,39 @@ class LoopConfig:
     log_every: int = 20
     progress: bool = False
     searching: bool = False  # call the supernet's epoch hooks and honour should_stop()
+    nan_patience: int = 10  # consecutive skipped (non-finite) steps before the stage stops
+
+
+class NonFiniteError(UserError):
+    """Too many steps in a row had a non-finite loss or gradient."""
+
+
+class NonFiniteGuard:
+    """Counts the steps skipped for a non-finite loss or weight gradient; `patience` in a row stop
+    the stage with a NonFiniteError (the last checkpoint stays the valid one)."""
+
+    def __init__(self, patience: int):
+        self.patience, self.in_row, self.total = patience, 0, 0
+
+    def passed(self, value: torch.Tensor) -> bool:
+        """True when `value` is finite (one host sync); else count the skip, and stop at `patience`."""
+        if bool(torch.isfinite(value).all()):
+            self.in_row = 0
+            return True
+        self.in_row += 1
+        self.total += 1
+        if self.in_row >= self.patience:
+            raise NonFiniteError(f"training stopped: {self.in_row} steps in a row had a non-finite loss or gradient "
+                                 "(each was skipped); lower the learning rates or check the data")
+        return False
+
+    def state_dict(self) -> dict:
+        """The counters."""
+        return {"in_row": self.in_row, "total": self.total}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Inverse of `state_dict`."""
+        self.in_row, self.total = state["in_row"], state["total"]
 
 
 class Searcher:
@@ -47,6 +81,7 @@ class Searcher:
         self.train_loader, self.val_batches, self.val_loader = train_loader, val_batches, val_loader
         self.device, self.loop, self.logger = device, loop, logger
         self.step = 0
+        self.guard = NonFiniteGuard(loop.nan_patience)
         self.history: list[dict] = []  # one record per epoch: lr, wd, losses, accuracies
 
     @property
@@ -62,35 +97,43 @@ class Searcher:
         return xv, yv.to(self.device, non_blocking=True)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """One update; returns [classifier loss sum, correct, count] as a device tensor (no host sync).
+        """One update; returns [classifier loss sum, correct, count] as a device tensor (zeros when
+        the step was skipped for a non-finite loss or gradient: the guard's two host syncs).
 
         Order: 1. batch to the device, crop/flip, the augmentation policy, Cutout; 2. the architecture
         step's hook before the weights (bilevel: an update on a validation batch, through which a
         differentiable policy learns too); 3. forward on the training batch, per-sample loss
-        (+ auxiliary); 4. the policy's update from the detached per-sample loss; 5. one backward for
-        the weights (and, joint, the architecture); 6. the architecture step's hook after the
-        backward; 7. clip, weight step (and the hypergradient step on lr / wd).
+        (+ auxiliary), the guard; 4. the policy's update from the step's outcome; 5. one backward for
+        the weights (and, joint, the architecture); 6. clip, the guard; 7. the architecture step's
+        hook after the backward; 8. weight step (and the hypergradient step on lr / wd).
         """
         x, y = self.train_augment.pre(to_input(x, self.device)), y.to(self.device, non_blocking=True)
         x, info = self.policy_step.augment(x)
         x = self.train_augment.post(x)
         self.arch_step.before_weights(self.net, (x, y), self._val_batch, self.weight_update, self.policy_step)
-        logits, aux = self.net.forward_with_aux(x)
+        with self.policy_step.watch(self.net):
+            logits, aux = self.net.forward_with_aux(x)
         classifier_loss = nn.functional.cross_entropy(logits, y, reduction="none")
         per_sample = classifier_loss
         if aux is not None and self.loop.aux_weight > 0:
             per_sample = per_sample + self.loop.aux_weight * nn.functional.cross_entropy(aux, y, reduction="none")
         loss = per_sample.mean()
-        self.policy_step.update(per_sample.detach(), info)
+        if not self.guard.passed(loss):
+            return torch.zeros(3, device=self.device)
+        self.policy_step.update(StepOutcome(per_sample.detach(), logits.detach(), y, self._val_batch, self.net), info)
         self.weight_update.optimizer.zero_grad(set_to_none=True)
         self.arch_step.zero_grad()
         loss.backward()
         # A background validation pass of the previous step (at these same weights) ends here,
         # before the architecture and the weights change.
         self.weight_update.finish_pending()
-        self.arch_step.after_backward()
         if self.loop.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.weight_update.weights, self.loop.grad_clip)
+            norm = nn.utils.clip_grad_norm_(self.weight_update.weights, self.loop.grad_clip)
+        else:
+            norm = nn.utils.get_total_norm([p.grad for p in self.weight_update.weights if p.grad is not None])
+        if not self.guard.passed(norm):
+            return torch.zeros(3, device=self.device)
+        self.arch_step.after_backward()
         self.weight_update.step(self.step, self._val_batch)
         with torch.no_grad():
             n = torch.tensor(float(y.numel()), device=self.device)
@@ -159,7 +202,8 @@ class Searcher:
         if hyper is not None:
             arch_info = {**arch_info, "hyper_trace": hyper_trace}
         record = {"stage": self.loop.stage, "epoch": epoch, **self.weight_update.values(epoch),
-                  "train_loss": loss_sum / count, "train_top1": correct / count,
+                  "train_loss": loss_sum / count if count else None, "train_top1": correct / count if count else None,
+                  "skipped_steps": self.guard.total,
                   "val_loss": val["loss"], "val_top1": val["top1"], "seconds": time.time() - started, **arch_info}
         self.history.append(record)
         return record
@@ -180,7 +224,7 @@ class Searcher:
         """Everything needed to continue this stage exactly (network included)."""
         return {"net": self.net.state_dict(), "weight_update": self.weight_update.state_dict(),
                 "arch_step": self.arch_step.state_dict(), "policy_step": self.policy_step.state_dict(),
-                "step": self.step, "history": self.history}
+                "step": self.step, "history": self.history, "guard": self.guard.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what `state_dict` gathered."""
@@ -190,6 +234,7 @@ class Searcher:
         self.policy_step.load_state_dict(state["policy_step"])
         self.step = state["step"]
         self.history = list(state["history"])
+        self.guard.load_state_dict(state["guard"])
 
     def carry_state(self) -> dict:
         """What outlives the stage: the network, the policy and the learned lr / wd (the next stage

@@ -8,7 +8,8 @@ from torch import nn
 
 from datasets import DataSplits
 from models.network import set_channels_last
-from search.build import (StageSections, build_arch_step, build_policy_step, build_stage_net, build_weight_update,
+from search.build import (StageSections, build_arch_step, build_fixed_policy, build_policy_step, build_stage_net,
+                          build_weight_update,
                           configured_genotype, sections_for, stage_epochs)
 from search.data import RunData, build_eval_transform, build_train_augment
 from search.modes import Augment, Kind, Mode, Space, StageSpec
@@ -39,6 +40,8 @@ def check_inputs(cfg: RunConfig, mode: Mode) -> RunData:
     for spec in mode.stages:
         sec = sections_for(cfg, spec)
         run_data.get(sec.dataset, sec.arch)
+        if spec.augment is Augment.NONE:
+            build_fixed_policy(sec.da.fixed_policy, sec.dataset, torch.device("cpu"))
     if all(spec.kind is not Kind.SEARCH for spec in mode.stages):
         configured_genotype(sections_for(cfg, mode.stages[0]).arch)
     return run_data
@@ -62,7 +65,8 @@ def build_stage(cfg: RunConfig, mode: Mode, index: int, previous: RunState, devi
                       grad_clip=sec.train.w_grad_clip, aux_weight=sec.arch.aux_weight,
                       drop_path_max=0.0 if spec.kind is Kind.SEARCH else sec.arch.drop_path_prob,
                       max_steps=sec.train.max_steps_per_epoch, log_every=cfg.log_every,
-                      progress=progress_enabled(cfg.progress), searching=spec.kind is Kind.SEARCH)
+                      progress=progress_enabled(cfg.progress), searching=spec.kind is Kind.SEARCH,
+                      nan_patience=sec.train.nan_patience)
     searcher = Searcher(net, build_weight_update(spec, sec, net, epochs), build_arch_step(spec, net, sec), policy_step,
                         build_train_augment(sec.dataset, sec.arch, data).to(device), loaders["train"],
                         loaders["val_stream"], loaders["val"], device, loop, logger,

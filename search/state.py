@@ -5,11 +5,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from models.genotypes import Genotype, genotype_from_dict
-from utils.checkpoint import atomic_save, load_checkpoint
+from utils.checkpoint import atomic_save_checked, atomic_write_text, load_checkpoint
 from utils.errors import UserError
 
 # Bumped whenever the layout of a checkpoint changes; a checkpoint of another format is refused.
-CHECKPOINT_FORMAT = 2
+# 3: the payload behind a checksum header.
+CHECKPOINT_FORMAT = 3
 
 
 @dataclass
@@ -26,6 +27,7 @@ class RunState:
     carry: dict | None = None
     searcher: dict | None = None
     policy_export: dict | None = None  # the last searched policy, for a stage that replays it
+    finished: bool = False  # every artifact is written; a resume has nothing to do
 
     def genotype(self) -> Genotype | None:
         """The genotype the search found (None before it finished)."""
@@ -46,9 +48,21 @@ class RunState:
         return cls(**state)
 
 
+def tidy_for_resume(run_dir: Path, records: int) -> None:
+    """Before a resume: drop the temp files of interrupted writes and the metrics.jsonl lines of
+    epochs after the checkpoint (they are logged again), so the folder reads as one run."""
+    for stale in run_dir.glob(".*.tmp*"):
+        stale.unlink(missing_ok=True)
+    jsonl = run_dir / "metrics.jsonl"
+    if jsonl.is_file():
+        lines = jsonl.read_text().splitlines(keepends=True)
+        if len(lines) > records:
+            atomic_write_text("".join(lines[:records]), jsonl)
+
+
 def save_checkpoint(path: Path, mode_name: str, config: dict, state: RunState) -> None:
     """Write the checkpoint atomically: the format, the mode, the resolved config and the state."""
-    atomic_save({"format": CHECKPOINT_FORMAT, "mode": mode_name, "config": config, "state": state.to_dict()}, path)
+    atomic_save_checked({"format": CHECKPOINT_FORMAT, "mode": mode_name, "config": config, "state": state.to_dict()}, path)
 
 
 def read_checkpoint(path: Path) -> tuple[str, dict, RunState]:

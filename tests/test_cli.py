@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _bad(capsys, argv, needle):
     code = search_darts.main(argv)
     err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("note:")]
+    lines = err.splitlines()
     assert code == 2
     assert len(lines) == 1, err
     assert lines[0].startswith("error:") and needle in lines[0], lines[0]

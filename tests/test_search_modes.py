@@ -3,10 +3,10 @@ import json
 import math
 
 import pytest
-import torch
 
 import search_darts
 from search.modes import MODES
+from utils.checkpoint import load_checkpoint
 
 AVAILABLE = [name for name, mode in MODES.items() if mode.available]
 ARTIFACTS = ["config.json", "checkpoint.pt", "genotype.json", "policy.json", "hparams.json", "metrics.json",
@@ -44,7 +44,7 @@ def test_single_stage_search_changes_architecture_and_stops_when_frozen(write_co
     run_dir = tmp_path / "runs" / "fake_ista_single_nor"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["search_epochs"] == 2
-    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    ckpt = load_checkpoint(run_dir / "checkpoint.pt")
     z = [v for k, v in ckpt["state"]["carry"]["net"].items() if k.startswith("z_normal.")]
     assert z and all(t.abs().sum() > 0 for t in z)
 

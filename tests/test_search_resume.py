@@ -1,5 +1,6 @@
 """Exact resume: interrupted and resumed runs end with the same genotype and bitwise-equal weights."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,14 +11,14 @@ import search_darts
 
 def _run(conf, mode, interrupt_after=None, monkeypatch=None):
     if interrupt_after is not None:
-        real_save, calls = search.state.atomic_save, []
+        real_save, calls = search.state.atomic_save_checked, []
 
         def save_then_crash(obj, path):
             real_save(obj, path)
             calls.append(path)
             if len(calls) == interrupt_after:
                 raise KeyboardInterrupt
-        monkeypatch.setattr(search.state, "atomic_save", save_then_crash)
+        monkeypatch.setattr(search.state, "atomic_save_checked", save_then_crash)
     return search_darts.main(["--conf_path", str(conf), "--Running", mode, "--device", "cpu"])
 
 
@@ -96,3 +97,61 @@ def test_a_run_interrupted_after_its_last_stage_finishes_on_resume(write_config,
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (ref_dir, run_dir))
     assert ma["test_top1"] == mb["test_top1"] and ma["search_epochs"] == mb["search_epochs"]
+
+
+def _tree(run_dir):
+    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in run_dir.rglob("*") if p.is_file()}
+
+
+def test_resume_of_a_finished_run_says_so_and_writes_nothing(write_config, tmp_path, capsys):
+    conf = write_config()
+    assert _run(conf, "ista_single_nor") == 0
+    run_dir = tmp_path / "runs" / "fake_ista_single_nor"
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "complete"
+    before = _tree(run_dir)
+    capsys.readouterr()
+    assert search_darts.main(["--resume", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "finished" in out and str(run_dir / "model.pt2") in out
+    assert _tree(run_dir) == before
+
+
+def test_resume_refuses_overrides_that_change_results_and_conf_path(write_config, tmp_path, monkeypatch, capsys):
+    conf = write_config(train={"epochs": 2})
+    assert _run(conf, "ista_single_nor", 1, monkeypatch) == 130
+    monkeypatch.undo()
+    run_dir = tmp_path / "runs" / "fake_ista_single_nor"
+    before = _tree(run_dir)
+    for extra, words in ((["--set", "train_architecture.init_channels=16", "--set", "seed=3"],
+                          ["seed", "train_architecture.init_channels"]),
+                         (["--conf_path", str(conf)], ["--conf_path"])):
+        capsys.readouterr()
+        assert search_darts.main(["--resume", str(run_dir), *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and all(w in err for w in words), err
+    assert _tree(run_dir) == before
+    # how a run reports may change
+    assert search_darts.main(["--resume", str(run_dir), "--set", "log_every=5", "--set", "report=false"]) == 0
+
+
+def test_resume_after_a_kill_between_log_and_checkpoint_leaves_one_line_per_epoch(write_config, tmp_path,
+                                                                                   monkeypatch):
+    train = {"epochs": 2, "retrain_epochs": 1, "max_steps_per_epoch": 2}
+    conf = write_config(train=train)
+    real_save, calls = search.state.atomic_save_checked, []
+
+    def crash_before_the_second_save(obj, path):
+        calls.append(path)
+        if len(calls) == 2:
+            Path(path).with_name(f".{Path(path).name}.x1.tmp.pt").write_bytes(b"")  # a write cut short
+            raise KeyboardInterrupt
+        real_save(obj, path)
+    monkeypatch.setattr(search.state, "atomic_save_checked", crash_before_the_second_save)
+    assert _run(conf, "ista_single_nor") == 130
+    monkeypatch.undo()
+    run_dir = tmp_path / "runs" / "fake_ista_single_nor"
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2  # epoch 2 logged, not checkpointed
+    assert search_darts.main(["--resume", str(run_dir)]) == 0
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["stage"], r["epoch"]) for r in records] == [("search", 0), ("search", 1), ("continue", 0)]
+    assert not list(run_dir.glob(".*.tmp*"))

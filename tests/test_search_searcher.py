@@ -1,4 +1,5 @@
 """The Searcher with a fake model, fake data and recording strategies: phase order, epochs, state."""
+import pytest
 import torch
 from torch import nn
 
@@ -6,7 +7,7 @@ from hpo.schedule import CosineSchedule
 from hpo.weight_update import WeightUpdate
 from search.arch_step import ArchStep
 from search.policy_step import PolicyStep
-from search.searcher import LoopConfig, Searcher
+from search.searcher import LoopConfig, NonFiniteError, Searcher
 from utils.logging import RunLogger
 
 
@@ -68,8 +69,9 @@ class RecordingPolicyStep(Recording, PolicyStep):
         self.calls.append("policy.augment")
         return x, {"seen": x.shape[0]}
 
-    def update(self, per_sample_loss, info):
-        assert not per_sample_loss.requires_grad and info == {"seen": per_sample_loss.shape[0]}
+    def update(self, outcome, info):
+        loss = outcome.per_sample_loss
+        assert not loss.requires_grad and not outcome.logits.requires_grad and info == {"seen": loss.shape[0]}
         self.calls.append("policy.update")
 
 
@@ -190,3 +192,40 @@ def test_state_dict_round_trip_continues_identically():
     for a, b in zip(straight.net.parameters(), resumed.net.parameters()):
         assert torch.equal(a, b)
     assert [r["train_loss"] for r in straight.history] == [r["train_loss"] for r in resumed.history]
+
+
+def _poison(searcher, where):
+    """Make the next step's loss ("loss") or weight gradient ("grad") non-finite."""
+    linear = searcher.net.linear
+    if where == "loss":
+        handle = linear.register_forward_hook(lambda m, i, out: out * float("nan"))
+    else:
+        handle = linear.weight.register_hook(lambda g: g * float("inf"))
+    return handle
+
+
+@pytest.mark.parametrize("where", ["loss", "grad"])
+def test_a_non_finite_step_is_skipped_and_counted(where):
+    calls = []
+    searcher = _searcher(calls, steps=1)
+    x, y = next(iter(searcher.train_loader))
+    before = [p.detach().clone() for p in searcher.net.parameters()]
+    handle = _poison(searcher, where)
+    stats = searcher.train_step(x, y)
+    handle.remove()
+    assert stats.tolist() == [0.0, 0.0, 0.0] and searcher.guard.total == 1 and searcher.guard.in_row == 1
+    assert "weights.step" not in calls and "arch.after_backward" not in calls
+    assert ("policy.update" in calls) == (where == "grad")  # a non-finite loss teaches the policy nothing
+    assert all(torch.equal(a, b) for a, b in zip(before, searcher.net.parameters()))
+    searcher.train_step(x, y)  # a finite step resets the run of skips
+    assert searcher.guard.in_row == 0 and searcher.guard.total == 1
+
+
+def test_patience_steps_in_a_row_stop_the_stage_with_one_line():
+    searcher = _searcher([], steps=5)
+    searcher.guard.patience = 3
+    handle = _poison(searcher, "loss")
+    with pytest.raises(NonFiniteError, match="3 steps in a row had a non-finite loss"):
+        searcher.train_epoch(0)
+    handle.remove()
+    assert searcher.guard.total == 3

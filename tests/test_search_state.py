@@ -4,6 +4,7 @@ import torch
 
 import search_darts
 from search.state import CHECKPOINT_FORMAT, RunState, read_checkpoint, save_checkpoint
+from utils.checkpoint import atomic_save_checked
 from utils.errors import UserError
 
 
@@ -42,8 +43,21 @@ def test_resume_of_an_old_checkpoint_is_one_line_exit_2_and_writes_nothing(tmp_p
     assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoint.pt"]
 
 
-def test_an_incomplete_checkpoint_is_refused(tmp_path):
-    torch.save({"format": CHECKPOINT_FORMAT, "mode": "darts", "config": {}, "state": {"bogus": 1}},
-               tmp_path / "checkpoint.pt")
+@pytest.mark.parametrize("blob", [
+    {"format": CHECKPOINT_FORMAT, "mode": "darts", "config": {}, "state": {"bogus": 1}},
+    {"format": CHECKPOINT_FORMAT, "config": {}, "state": {}},
+    {"format": CHECKPOINT_FORMAT, "mode": "darts", "state": {}},
+    {"format": CHECKPOINT_FORMAT, "mode": "darts", "config": {}},
+    {"format": CHECKPOINT_FORMAT, "mode": "darts", "config": {}, "state": []},
+])
+def test_an_incomplete_checkpoint_is_refused(tmp_path, blob):
+    atomic_save_checked(blob, tmp_path / "checkpoint.pt")
     with pytest.raises(UserError, match="not a complete checkpoint"):
+        read_checkpoint(tmp_path / "checkpoint.pt")
+
+
+@pytest.mark.parametrize("version", [99, 2, "3", None])
+def test_a_checkpoint_of_an_unknown_format_is_refused(tmp_path, version):
+    atomic_save_checked({"format": version, "mode": "darts", "config": {}, "state": {}}, tmp_path / "checkpoint.pt")
+    with pytest.raises(UserError, match=f"this version reads format {CHECKPOINT_FORMAT}"):
         read_checkpoint(tmp_path / "checkpoint.pt")

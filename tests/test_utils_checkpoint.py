@@ -6,7 +6,7 @@ import stat
 import pytest
 import torch
 
-from utils.checkpoint import atomic_save, atomic_write_text, load_checkpoint, replace_from_temp
+from utils.checkpoint import MAGIC, atomic_save, atomic_save_checked, atomic_write_text, load_checkpoint, replace_from_temp
 from utils.errors import UserError
 
 
@@ -152,3 +152,38 @@ def test_replace_from_temp(tmp_path, umask_022):
         replace_from_temp(path, fail)
     assert path.read_text() == "new"
     assert os.listdir(tmp_path) == ["model.bin"]
+
+
+def test_checked_round_trip_loads_tensors_and_plain_containers(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    atomic_save_checked(_blob(), path)
+    back = load_checkpoint(path)
+    assert back["epoch"] == 3 and torch.equal(back["tensor"], torch.arange(6.0).view(2, 3))
+    assert os.listdir(tmp_path) == ["ckpt.pt"]
+
+
+def test_a_checked_file_with_any_byte_flipped_is_refused(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    atomic_save_checked(_blob(), path)
+    data = path.read_bytes()
+    # every byte of the header and of the first and last 64 bytes, and 300 spread over the rest
+    positions = set(range(len(MAGIC) + 32 + 64)) | set(range(len(data) - 64, len(data)))
+    positions |= set(range(0, len(data), max(1, len(data) // 300)))
+    for pos in sorted(positions):
+        damaged = bytearray(data)
+        damaged[pos] ^= 0x01
+        path.write_bytes(bytes(damaged))
+        with pytest.raises(UserError) as exc:
+            load_checkpoint(path)
+        assert str(path) in str(exc.value), pos
+
+
+def test_a_checkpoint_that_would_run_code_on_load_is_refused(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    atomic_save_checked({"format": 3, "payload": Picklable()}, path)
+    with pytest.raises(UserError, match="corrupted or unreadable"):
+        load_checkpoint(path)
+
+
+class Picklable:
+    """A class a weights-only load must not instantiate."""

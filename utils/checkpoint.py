@@ -1,6 +1,9 @@
-"""Atomic checkpoint I/O: write to a temp file in the same folder, then rename."""
+"""Atomic checkpoint I/O: write to a temp file in the same folder, then rename; checkpoints carry a
+checksum of their payload, verified on load."""
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -46,18 +49,57 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     replace_from_temp(path, write)
 
 
+# A checked file: MAGIC, the SHA-256 of the payload, the payload (torch.save bytes). Any damaged
+# byte fails the magic, the digest or the comparison of the two.
+MAGIC = b"dha-search checkpoint\n"
+DIGEST_BYTES = 32
+
+
+def atomic_save_checked(obj: Any, path: str | Path) -> None:
+    """torch.save `obj` behind a checksum header, atomically (`load_checkpoint` verifies it)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    payload = buffer.getvalue()
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(MAGIC + hashlib.sha256(payload).digest())
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+    replace_from_temp(path, write)
+
+
 def atomic_write_text(text: str, path: str | Path) -> None:
     """Write a text file atomically (JSON artifacts)."""
     replace_from_temp(path, lambda tmp: Path(tmp).write_text(text))
 
 
+def _payload(path: Path) -> io.BytesIO:
+    """The verified payload of a checked file, or the whole file of an unchecked one (older formats)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read checkpoint '{path}': {exc.strerror or exc}") from None
+    if not raw.startswith(MAGIC):
+        return io.BytesIO(raw)
+    digest, payload = raw[len(MAGIC):len(MAGIC) + DIGEST_BYTES], raw[len(MAGIC) + DIGEST_BYTES:]
+    if hashlib.sha256(payload).digest() != digest:
+        raise UserError(f"checkpoint '{path}' is damaged: its checksum does not match its contents")
+    return io.BytesIO(payload)
+
+
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
-    """Load a checkpoint written by `atomic_save`; a missing or corrupted file is a UserError."""
+    """Load a checkpoint written by `atomic_save_checked` (checksum verified) or `atomic_save`;
+    a missing, damaged or foreign file is a UserError."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"no checkpoint at '{path}'")
     try:
-        blob = torch.load(path, map_location=map_location, weights_only=False)
+        # weights_only: tensors and plain containers only, so a checkpoint cannot run code on load
+        blob = torch.load(_payload(path), map_location=map_location, weights_only=True)
+    except UserError:
+        raise
     except Exception as exc:  # torch raises several types for truncated/garbled files
         raise UserError(f"checkpoint '{path}' is corrupted or unreadable ({type(exc).__name__})") from None
     if not isinstance(blob, dict) or "format" not in blob:

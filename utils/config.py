@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,7 @@ class TrainConfig:
     w_weight_decay: float = 3e-4  # SGD weight decay
     w_grad_clip: float = 5.0  # global gradient-norm clip of the weights; 0 = off
     max_steps_per_epoch: Optional[int] = None  # cap on steps per epoch, for smoke tests and quick looks
+    nan_patience: int = 10  # steps in a row with a non-finite loss or gradient (each skipped) before the run stops
 
 
 @dataclass
@@ -121,6 +123,8 @@ class DaConfig:
     magnitude_tune: float = 10.0  # ... and from U(0, magnitude_tune) afterwards
     level_scale: str = "strength"  # level 0 = identity for every op (ours) | reference: DHA's, where level 0 is the strongest posterize / solarize / enhance
     update_rule: str = "reinforce"  # pair policy: reinforce (ours: unbiased, normalised, Adam) | reference (DHA's -loss * P, SGD)
+    objective: str = "adversarial"  # pair policy: adversarial (DHA: favour high-training-loss pairs) | generalization (favour pairs whose samples' gradients lower the validation loss)
+    val_every: int = 4  # generalization: steps between the validation passes its gradient comes from
     entropy_weight: float = 0.1  # reinforce: weight of the entropy bonus (holds back the drift of noise)
     min_entropy: float = 0.6  # reinforce: entropy floor as a fraction of its maximum ln(K^2); below it a hinge pushes back
     subpolicies: int = 10  # darts_da (Faster-AA style): number of sub-policies L
@@ -180,6 +184,15 @@ def _is_comment(key: str) -> bool:
     return key.startswith("-") or key in ("help", "-help-")
 
 
+def _show(value: Any, limit: int = 60) -> str:
+    """A value as JSON for an error message, shortened (errors stay one readable line)."""
+    try:
+        text = json.dumps(value)
+    except (ValueError, RecursionError):
+        text = type(value).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _type_name(tp: Any) -> str:
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
 
@@ -192,12 +205,12 @@ def _convert(value: Any, tp: Any, path: str, notices: list[str]) -> Any:
         return None if value is None else _convert(value, args[0], path, notices)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"config key '{path}' must be a section (a JSON object), got {json.dumps(value)}")
+            raise ConfigError(f"config key '{path}' must be a section (a JSON object), got {_show(value)}")
         return _build(tp, value, path + ".", notices)
     if origin is list:
         (item,) = typing.get_args(tp)
         if not isinstance(value, list):
-            raise ConfigError(f"config key '{path}' must be a list, got {json.dumps(value)}")
+            raise ConfigError(f"config key '{path}' must be a list, got {_show(value)}")
         return [_convert(v, item, f"{path}[{i}]", notices) for i, v in enumerate(value)]
     ok = {
         bool: isinstance(value, bool),
@@ -207,10 +220,23 @@ def _convert(value: Any, tp: Any, path: str, notices: list[str]) -> Any:
         str: isinstance(value, (str, int, float)) and not isinstance(value, bool),
     }[tp]
     if not ok:
-        raise ConfigError(f"config key '{path}' must be {_type_name(tp)}, got {json.dumps(value)}")
+        raise ConfigError(f"config key '{path}' must be {_type_name(tp)}, got {_show(value)}")
     if tp is str:
         return str(value)
-    return float(value) if tp is float else value
+    if tp is bool:
+        return value
+    if tp is int:
+        if not -2**31 <= value < 2**31:
+            raise ConfigError(f"config key '{path}' must lie between -2**31 and 2**31 - 1, got a "
+                              f"{len(str(abs(value)))}-digit integer")
+        return value
+    try:
+        number = float(value)
+    except OverflowError:
+        number = float("inf")
+    if not math.isfinite(number):
+        raise ConfigError(f"config key '{path}' must be a finite number, got {number}")
+    return number
 
 
 def _build(cls: type, data: dict, prefix: str, notices: list[str]) -> Any:
@@ -239,7 +265,15 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = json.loads(raw)
     except json.JSONDecodeError:
         value = raw
+    except (ValueError, RecursionError) as exc:  # a number of more than 4300 digits, or nesting too deep
+        raise ConfigError(f"--set {key.strip()}: the value cannot be read ({_reason(exc)})") from None
     return key.strip().split("."), value
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return "a number with more than 4300 digits" if "digits" in str(exc) else str(exc).split("\n")[0]
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
@@ -261,13 +295,14 @@ def config_from_dict(raw: dict, overrides: list[str] = ()) -> tuple[RunConfig, l
     for name in [f.name for f in dataclasses.fields(RunConfig)]:
         if name in raw and dataclasses.is_dataclass(typing.get_type_hints(RunConfig)[name]) \
                 and not isinstance(raw[name], dict):
-            raise ConfigError(f"config key '{name}' must be a section (a JSON object), got {json.dumps(raw[name])}")
+            raise ConfigError(f"config key '{name}' must be a section (a JSON object), got {_show(raw[name])}")
     inherited: set[str] = set()
     for child, parent in INHERITS.items():
         inherited |= {f"{child}.{k}" for k in raw.get(parent, {}) if k not in raw.get(child, {})}
         raw[child] = {**raw.get(parent, {}), **raw.get(child, {})}
     notices: list[str] = []
     cfg = _build(RunConfig, raw, "", notices)
+    from utils.config_rules import validate
     validate(cfg)
     # A legacy key copied into a tune_* section is reported once, under its own section.
     return cfg, sorted({n for n in notices if n.split(" ")[0] not in inherited})
@@ -276,99 +311,23 @@ def config_from_dict(raw: dict, overrides: list[str] = ()) -> tuple[RunConfig, l
 def load_config(path: str | Path, overrides: list[str] = ()) -> tuple[RunConfig, list[str]]:
     """Read a JSON config file and apply `--set` overrides; errors are ConfigError (one line)."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file '{path}' is a folder; give the path of a JSON file")
     if not path.is_file():
         raise ConfigError(f"config file '{path}' not found")
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(path.read_text(encoding="utf-8-sig"))  # -sig: a leading byte-order mark is fine
     except UnicodeDecodeError:
         raise ConfigError(f"config file '{path}' is not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"config file '{path}' cannot be read: {exc.strerror or exc}") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"config file '{path}' is not valid JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        raise ConfigError(f"config file '{path}' cannot be read ({_reason(exc)})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config file '{path}' must hold one JSON object")
     return config_from_dict(raw, overrides)
-
-
-def _check(cond: bool, message: str) -> None:
-    if not cond:
-        raise ConfigError(message)
-
-
-def validate(cfg: RunConfig) -> None:
-    """Rules across fields; each failure names the key."""
-    for sec in ("dataset", "tune_dataset"):
-        d: DatasetConfig = getattr(cfg, sec)
-        _check(0.0 < d.val_ratio < 1.0, f"config key '{sec}.val_ratio' must be in (0, 1), got {d.val_ratio}")
-        _check(d.batch_size > 0, f"config key '{sec}.batch_size' must be positive, got {d.batch_size}")
-        _check(d.workers >= 0, f"config key '{sec}.workers' must be >= 0, got {d.workers}")
-        _check((d.cutout_size or 0) >= 0, f"config key '{sec}.cutout_size' must be >= 0, got {d.cutout_size}")
-        for k in ("max_train", "max_test", "num_class"):
-            v = getattr(d, k)
-            _check(v is None or v > 0, f"config key '{sec}.{k}' must be positive, got {v}")
-        for k in ("mean", "std"):
-            v = getattr(d, k)
-            _check(v is None or len(v) in (1, 3), f"config key '{sec}.{k}' needs 1 or 3 values, got {v}")
-        _check(d.std is None or all(s > 0 for s in d.std), f"config key '{sec}.std' must be positive")
-        _check(d.crop_padding is None or d.crop_padding >= 0, f"config key '{sec}.crop_padding' must be >= 0")
-        _check(d.aug_choice in (4, 11, 14, 15), f"config key '{sec}.aug_choice' must be 4, 11, 14 or 15, got {d.aug_choice}")
-    _check(cfg.log_every >= 1, f"config key 'log_every' must be >= 1, got {cfg.log_every}")
-    for ds_sec, da_sec in (("dataset", "da"), ("tune_dataset", "da_tune")):
-        policy, choice = getattr(cfg, da_sec).policy, getattr(cfg, ds_sec).aug_choice
-        _check(policy == choice, f"config key '{da_sec}.policy' ({policy}) must equal '{ds_sec}.aug_choice' ({choice})")
-    for sec in ("train", "tune"):
-        t: TrainConfig = getattr(cfg, sec)
-        _check(t.w_lr > 0, f"config key '{sec}.w_lr' must be positive, got {t.w_lr}")
-        _check(t.w_lr_min >= 0, f"config key '{sec}.w_lr_min' must be >= 0, got {t.w_lr_min}")
-        _check(t.w_weight_decay >= 0, f"config key '{sec}.w_weight_decay' must be >= 0, got {t.w_weight_decay}")
-        _check(0 <= t.w_momentum < 1, f"config key '{sec}.w_momentum' must be in [0, 1), got {t.w_momentum}")
-        _check(t.w_grad_clip >= 0, f"config key '{sec}.w_grad_clip' must be >= 0, got {t.w_grad_clip}")
-        _check(t.epochs >= 0, f"config key '{sec}.epochs' must be >= 0, got {t.epochs}")
-        _check(t.retrain_epochs >= 0, f"config key '{sec}.retrain_epochs' must be >= 0, got {t.retrain_epochs}")
-        _check(t.max_steps_per_epoch is None or t.max_steps_per_epoch > 0,
-               f"config key '{sec}.max_steps_per_epoch' must be positive, got {t.max_steps_per_epoch}")
-    for sec in ("train_architecture", "tune_architecture"):
-        a: ArchConfig = getattr(cfg, sec)
-        _check(a.init_channels > 0 and a.init_channels % 2 == 0,
-               f"config key '{sec}.init_channels' must be a positive even number, got {a.init_channels}")
-        _check(a.layers >= 1, f"config key '{sec}.layers' must be >= 1, got {a.layers}")
-        _check(a.steps >= 1, f"config key '{sec}.steps' must be >= 1, got {a.steps}")
-        _check(a.input_size >= 8, f"config key '{sec}.input_size' must be >= 8, got {a.input_size}")
-        _check(a.stem in ("auto", "cifar", "imagenet"), f"config key '{sec}.stem' must be auto, cifar or imagenet, got '{a.stem}'")
-        _check(a.order in (1, 2), f"config key '{sec}.order' must be 1 or 2, got {a.order}")
-        _check(a.alpha_lr > 0, f"config key '{sec}.alpha_lr' must be positive, got {a.alpha_lr}")
-        _check(0 <= a.drop_path_prob < 1, f"config key '{sec}.drop_path_prob' must be in [0, 1), got {a.drop_path_prob}")
-        _check(a.aux_weight >= 0, f"config key '{sec}.aux_weight' must be >= 0, got {a.aux_weight}")
-        _check(a.proj_dims >= 1, f"config key '{sec}.proj_dims' must be >= 1, got {a.proj_dims}")
-        _check(a.mixing in ("normalized", "reference"),
-               f"config key '{sec}.mixing' must be normalized or reference, got '{a.mixing}'")
-        _check(a.sparseness == 2, f"config key '{sec}.sparseness' must be 2 (the cell has two inputs per node), got {a.sparseness}")
-        _check(a.measurement in ("gaussian", "uniform"), f"config key '{sec}.measurement' must be gaussian or uniform, got '{a.measurement}'")
-        _check(a.dist_limit >= 0, f"config key '{sec}.dist_limit' must be >= 0, got {a.dist_limit}")
-        _check(a.param_limit is None or a.param_limit > 0, f"config key '{sec}.param_limit' must be positive, got {a.param_limit}")
-    for sec in ("hpo", "hpo_tune"):
-        h: HpoConfig = getattr(cfg, sec)
-        _check(0 <= h.learning_low < h.learning_up, f"config keys '{sec}.learning_low' < '{sec}.learning_up' required, got {h.learning_low} and {h.learning_up}")
-        _check(0 <= h.weight_decay_low <= h.weight_decay_up, f"config keys '{sec}.weight_decay_low' <= '{sec}.weight_decay_up' required")
-        _check(h.h_lr >= 0 and h.h_lr_tune >= 0, f"config key '{sec}.h_lr' must be >= 0")
-        _check(h.every >= 1, f"config key '{sec}.every' must be >= 1, got {h.every}")
-        _check(h.update_rule in ("log", "reference"),
-               f"config key '{sec}.update_rule' must be log or reference, got '{h.update_rule}'")
-        _check(0 < h.log_step < float("inf"), f"config key '{sec}.log_step' must be positive and finite")
-        _check(h.signal in ("val", "train"), f"config key '{sec}.signal' must be val or train, got '{h.signal}'")
-    for sec in ("da", "da_tune"):
-        g: DaConfig = getattr(cfg, sec)
-        _check(g.temperature > 0, f"config key '{sec}.temperature' must be positive, got {g.temperature}")
-        _check(g.magnitude >= 0 and g.magnitude_tune >= 0, f"config key '{sec}.magnitude' must be >= 0")
-        _check(g.d_lr >= 0, f"config key '{sec}.d_lr' must be >= 0, got {g.d_lr}")
-        _check(g.update_rule in ("reference", "reinforce"),
-               f"config key '{sec}.update_rule' must be reference or reinforce, got '{g.update_rule}'")
-        _check(0 <= g.entropy_weight < float("inf"), f"config key '{sec}.entropy_weight' must be >= 0 and finite")
-        _check(0 <= g.min_entropy <= 1, f"config key '{sec}.min_entropy' must be in [0, 1], got {g.min_entropy}")
-        _check(g.level_scale in ("strength", "reference"),
-               f"config key '{sec}.level_scale' must be strength or reference, got '{g.level_scale}'")
-        _check(g.subpolicies >= 1 and g.subpolicy_stages >= 1, f"config keys '{sec}.subpolicies' and 'subpolicy_stages' must be >= 1")
-        _check(g.subpolicy_temperature > 0, f"config key '{sec}.subpolicy_temperature' must be positive")
-        _check(g.log_images_every >= 0, f"config key '{sec}.log_images_every' must be >= 0")
 
 
 def config_to_dict(cfg: RunConfig) -> dict:
