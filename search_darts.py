@@ -8,13 +8,11 @@ its genotype, metrics and TensorBoard logs. Bad input exits with code 2 and one 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import signal
 import sys
-import threading
 from pathlib import Path
 
 from utils.errors import UserError
+from utils.signals import StopSignals, Terminated
 
 # What a resumed run may change with --set: how it reports and runs, never what it computes.
 RESUMABLE_KEYS = {"progress", "log_every", "report", "cudnn_benchmark", "dataset.workers", "tune_dataset.workers",
@@ -34,25 +32,6 @@ def check_resume_overrides(saved: dict, cfg) -> None:
     if refused:
         raise UserError(f"--resume cannot change {', '.join(refused)}: the checkpoint was made with other values "
                         f"(a resume may change only {', '.join(sorted(RESUMABLE_KEYS))})")
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a scheduler pre-empting the job), raised where Python next runs, like Ctrl-C."""
-
-
-@contextlib.contextmanager
-def terminate_as_interrupt():
-    """Within the context, SIGTERM unwinds the run as Ctrl-C does (the last checkpoint is kept)."""
-    def handler(signum, frame):
-        raise Terminated()
-    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -165,7 +144,7 @@ def _main(argv: list[str] | None) -> int:
     run_dir = Path(args.resume) if args.resume else claim_run_dir(cfg, mode.name)
     try:
         if state is not None:
-            tidy_for_resume(run_dir, len(state.history()) + len((state.searcher or {}).get("history", [])))
+            tidy_for_resume(run_dir, state)
         logger = RunLogger(run_dir)
         atomic_write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n", run_dir / "config.json")
     except OSError as exc:
@@ -175,8 +154,8 @@ def _main(argv: list[str] | None) -> int:
         print(note, file=sys.stderr)
         logger.info(note)
     try:
-        with terminate_as_interrupt():
-            metrics = run_mode(cfg, mode, device, run_dir, logger, run_data, state)
+        with StopSignals().installed() as signals:
+            metrics = run_mode(cfg, mode, device, run_dir, logger, run_data, state, signals)
     except KeyboardInterrupt as exc:
         what = "terminated" if isinstance(exc, Terminated) else "interrupted"
         print(f"{what}; the last checkpoint is kept: continue with  python search_darts.py --resume {run_dir}",

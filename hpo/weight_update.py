@@ -95,6 +95,25 @@ class HyperUpdate(WeightUpdate):
         self._executor: ThreadPoolExecutor | None = None
         self._pending: tuple[Future, int] | None = None  # (the helper's job, the full thread count)
 
+    def state_dict(self) -> dict:
+        """As the base class, plus a background pass still pending (paused mid-epoch): its result,
+        not yet applied, and the thread split it runs under, so a resume continues in the same order."""
+        state = super().state_dict()
+        if self._pending is not None:
+            future, threads = self._pending
+            state["pending"] = {"hypergradients": future.result(), "threads": threads}
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Inverse of `state_dict`: a pending result is applied where the uninterrupted run applied it."""
+        super().load_state_dict(state)
+        pending = state.get("pending")
+        if pending is not None:
+            future: Future = Future()
+            future.set_result(pending["hypergradients"])
+            torch.set_num_threads(pending["threads"] - pending["threads"] // 2)
+            self._pending = (future, pending["threads"])
+
     def carry_state(self) -> dict:
         """The momentum buffers and the learned lr / wd go on into the next stage."""
         return {**super().carry_state(), "hyper": self.hyper.state_dict()}

@@ -12,12 +12,13 @@ from search.data import RunData, build_eval_transform, build_train_augment
 from search.evaluate import evaluate
 from search.export import export_model, write_json
 from search.modes import Augment, Kind, Mode
-from search.searcher import Searcher
+from search.searcher import Paused, Searcher
 from search.stage import Stage, build_stage, resume_stage
 from search.state import RunState, save_checkpoint
 from utils.config import RunConfig, config_to_dict
 from utils.logging import RunLogger
 from utils.seeding import seed_everything
+from utils.signals import StopSignals
 
 
 def _log_policy(logger: RunLogger, searcher: Searcher, data, epoch: int, every: int) -> None:
@@ -75,8 +76,9 @@ class Clock:
 
 
 def run_mode(cfg: RunConfig, mode: Mode, device: torch.device, run_dir: Path, logger: RunLogger,
-             run_data: RunData, state: RunState | None = None) -> dict:
-    """All stages of `mode` from where `state` (a checkpoint's, or None for a new run) stands, then the artifacts."""
+             run_data: RunData, state: RunState | None = None, signals: StopSignals | None = None) -> dict:
+    """All stages of `mode` from where `state` (a checkpoint's, or None for a new run) stands, then the
+    artifacts. With `signals`, a signal during training stops after the current step with a checkpoint."""
     state = state or RunState()
     clock = Clock(state.elapsed)
     seed_everything(cfg.seed)
@@ -89,8 +91,7 @@ def run_mode(cfg: RunConfig, mode: Mode, device: torch.device, run_dir: Path, lo
                     f"{sum(p.numel() for p in stage.net.weight_parameters()) / 1e6:.3f}M weights, "
                     f"{len(stage.data.train)} train / {len(stage.data.val)} val / {len(stage.data.test)} test images")
         if stage.searcher.loop.epochs > start_epoch:
-            stage.searcher.run(start_epoch, lambda s, epoch, done: _end_epoch(cfg, mode, stage, state, clock, run_dir,
-                                                                              logger, epoch, done))
+            _train_stage(cfg, mode, stage, state, clock, run_dir, logger, start_epoch, signals)
         else:
             _finish_stage(stage, state, clock, 0, [], logger)
             state.carry = stage.searcher.carry_state()
@@ -103,6 +104,38 @@ def run_mode(cfg: RunConfig, mode: Mode, device: torch.device, run_dir: Path, lo
     state.finished = True
     save_checkpoint(run_dir / "checkpoint.pt", mode.name, config_to_dict(cfg), state)
     return metrics
+
+
+def _train_stage(cfg: RunConfig, mode: Mode, stage: Stage, state: RunState, clock: Clock, run_dir: Path,
+                 logger: RunLogger, start_epoch: int, signals: StopSignals | None) -> None:
+    """The stage's epochs from `start_epoch`; a signal meanwhile stops it after the current step (a
+    mid-epoch checkpoint) or after the current epoch's checkpoint, then raises the signal's exception."""
+    def on_epoch_end(searcher: Searcher, epoch: int, done: bool) -> None:
+        _end_epoch(cfg, mode, stage, state, clock, run_dir, logger, epoch, done)
+    if signals is None:
+        stage.searcher.run(start_epoch, on_epoch_end)
+        return
+    with signals.deferred():
+        try:
+            stage.searcher.run(start_epoch, on_epoch_end, should_pause=signals.requested)
+        except Paused as paused:
+            if paused.mid_epoch:
+                _save_paused(cfg, mode, stage, state, clock, run_dir, logger)
+            signals.raise_pending()
+    signals.raise_pending()  # one that came after the last check: the last epoch's checkpoint holds all
+
+
+def _save_paused(cfg: RunConfig, mode: Mode, stage: Stage, state: RunState, clock: Clock, run_dir: Path,
+                 logger: RunLogger) -> None:
+    """Checkpoint a stage paused inside an epoch: the resume continues with its next step."""
+    searcher = stage.searcher
+    position = searcher.position
+    state.stage_index, state.epoch, state.searcher = stage.index, position["epoch"], searcher.state_dict()
+    state.elapsed = clock()
+    save_checkpoint(run_dir / "checkpoint.pt", mode.name, config_to_dict(cfg), state)
+    searcher.weight_update.finish_pending()  # a background pass hands its threads back
+    logger.info(f"stopped after step {position['batch']} of {stage.spec.kind.value} epoch {position['epoch'] + 1}; "
+                "the checkpoint holds this position")
 
 
 def _end_epoch(cfg: RunConfig, mode: Mode, stage: Stage, state: RunState, clock: Clock, run_dir: Path,

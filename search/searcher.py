@@ -15,7 +15,7 @@ from search.evaluate import evaluate, to_input
 from search.policy_step import PolicyStep, StepOutcome
 from utils.errors import UserError
 from utils.logging import RunLogger
-from utils.seeding import derive_seed
+from utils.seeding import derive_seed, rng_state, set_rng_state
 
 
 @dataclass
@@ -68,6 +68,15 @@ class NonFiniteGuard:
         self.in_row, self.total = state["in_row"], state["total"]
 
 
+class Paused(Exception):
+    """The loop stopped at a step boundary because a stop was requested; `mid_epoch`: inside an
+    epoch, whose exact position `Searcher.position` then holds (else after an epoch's checkpoint)."""
+
+    def __init__(self, mid_epoch: bool):
+        super().__init__("paused mid-epoch" if mid_epoch else "paused after an epoch")
+        self.mid_epoch = mid_epoch
+
+
 class Searcher:
     """Trains `net` for one stage: weights always, architecture through `arch_step`, the
     augmentation policy through `policy_step`, lr / wd through `weight_update`."""
@@ -83,6 +92,7 @@ class Searcher:
         self.step = 0
         self.guard = NonFiniteGuard(loop.nan_patience)
         self.history: list[dict] = []  # one record per epoch: lr, wd, losses, accuracies
+        self.position: dict | None = None  # where a paused epoch stopped (see `_pause`)
 
     @property
     def policy(self) -> AugmentPolicy | None:
@@ -155,8 +165,10 @@ class Searcher:
         if self.loop.searching:
             self.net.on_epoch_start(epoch)
 
-    def train_epoch(self, epoch: int) -> dict:
-        """One pass over the training loader, then validation and the supernet's epoch-end hook."""
+    def train_epoch(self, epoch: int, should_pause: Callable[[], bool] | None = None) -> dict:
+        """One pass over the training loader (from a paused position, if one is held for `epoch`),
+        then validation and the supernet's epoch-end hook. `should_pause` is asked after every step;
+        True raises Paused with the position saved."""
         self.start_epoch(epoch)
         self.net.train()
         steps = len(self.train_loader)
@@ -164,16 +176,19 @@ class Searcher:
             steps = min(steps, self.loop.max_steps)
         if steps == 0:
             raise RuntimeError("the training split yields no full batch: lower dataset.batch_size")
-        batches = iter(self.train_loader)
-        if self.loop.progress:
-            from tqdm import tqdm
-            batches = tqdm(batches, total=steps, desc=f"{self.loop.stage} {epoch + 1}/{self.loop.epochs}",
-                           leave=False, dynamic_ncols=True)
         totals = torch.zeros(3, device=self.device)
         hyper = self.weight_update.hyper
-        hyper_trace = []
-        started = time.time()
-        for i, (x, y) in enumerate(batches):
+        hyper_trace: list[dict] = []
+        started, first = time.time(), 0
+        if self.position is not None and self.position["epoch"] == epoch:
+            first, totals, hyper_trace, started = self._resume_position(self.position)
+        self.position = None
+        batches = self.train_loader.iterate(first)
+        if self.loop.progress:
+            from tqdm import tqdm
+            batches = tqdm(batches, total=steps, initial=first, desc=f"{self.loop.stage} {epoch + 1}/{self.loop.epochs}",
+                           leave=False, dynamic_ncols=True)
+        for i, (x, y) in enumerate(batches, start=first):
             if i >= steps:
                 break
             stats = self.train_step(x, y)
@@ -188,9 +203,31 @@ class Searcher:
                     hyper_trace.append({"stage": self.loop.stage, "step": self.step, **values})
                     scalars.update({f"{self.loop.stage}/hparams_{k}": v for k, v in values.items()})
                 self.logger.scalars(scalars, self.step)
-        self.weight_update.finish_pending()
+            if should_pause is not None and i + 1 < steps and should_pause():
+                self._pause(epoch, i + 1, totals, hyper_trace, started)
         if self.loop.progress:
             batches.close()
+        self.weight_update.finish_pending()
+        return self._end_epoch(epoch, totals, hyper_trace, started)
+
+    def _pause(self, epoch: int, next_batch: int, totals: torch.Tensor, hyper_trace: list, started: float) -> None:
+        """Hold the exact position inside `epoch` (data, random streams, running totals) and raise Paused."""
+        self.position = {"epoch": epoch, "batch": next_batch, "totals": totals.cpu(), "hyper_trace": hyper_trace,
+                         "seconds": time.time() - started, "rng": rng_state(self.device),
+                         "val_stream": self.val_batches.state_dict() if self.val_batches is not None else None}
+        raise Paused(mid_epoch=True)
+
+    def _resume_position(self, position: dict) -> tuple[int, torch.Tensor, list, float]:
+        """Restore what `_pause` held (after `start_epoch`, whose seeding it overrides)."""
+        set_rng_state(position["rng"], self.device)
+        if self.val_batches is not None:
+            self.val_batches.load_state_dict(position["val_stream"])
+        return (position["batch"], position["totals"].to(self.device), list(position["hyper_trace"]),
+                time.time() - position["seconds"])
+
+    def _end_epoch(self, epoch: int, totals: torch.Tensor, hyper_trace: list, started: float) -> dict:
+        """Validation, the supernet's epoch-end hook and the epoch's record."""
+        hyper = self.weight_update.hyper
         # Validate the network this epoch trained, before the supernet's hook may switch ops in
         # (an op that was not active has no running statistics worth evaluating with).
         val = evaluate(self.net, self.val_loader, self.device, self.loop.max_steps, self.eval_transform)
@@ -208,14 +245,18 @@ class Searcher:
         self.history.append(record)
         return record
 
-    def run(self, start_epoch: int, on_epoch_end: Callable[["Searcher", int, bool], None]) -> dict:
-        """Epochs from `start_epoch`; stops early when the supernet says so. Returns the last record."""
+    def run(self, start_epoch: int, on_epoch_end: Callable[["Searcher", int, bool], None],
+            should_pause: Callable[[], bool] | None = None) -> dict:
+        """Epochs from `start_epoch`; stops early when the supernet says so. Returns the last record.
+        `should_pause` (asked after every step and every epoch's `on_epoch_end`) True raises Paused."""
         record: dict = {}
         for epoch in range(start_epoch, self.loop.epochs):
-            record = self.train_epoch(epoch)
+            record = self.train_epoch(epoch, should_pause)
             done = epoch + 1 >= self.loop.epochs or (self.loop.searching and self.net.should_stop())
             record["stopped_early"] = done and epoch + 1 < self.loop.epochs
             on_epoch_end(self, epoch, done)
+            if should_pause is not None and should_pause():
+                raise Paused(mid_epoch=False)
             if done:
                 break
         return record
@@ -224,7 +265,7 @@ class Searcher:
         """Everything needed to continue this stage exactly (network included)."""
         return {"net": self.net.state_dict(), "weight_update": self.weight_update.state_dict(),
                 "arch_step": self.arch_step.state_dict(), "policy_step": self.policy_step.state_dict(),
-                "step": self.step, "history": self.history, "guard": self.guard.state_dict()}
+                "step": self.step, "history": self.history, "guard": self.guard.state_dict(), "position": self.position}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what `state_dict` gathered."""
@@ -235,6 +276,7 @@ class Searcher:
         self.step = state["step"]
         self.history = list(state["history"])
         self.guard.load_state_dict(state["guard"])
+        self.position = state.get("position")
 
     def carry_state(self) -> dict:
         """What outlives the stage: the network, the policy and the learned lr / wd (the next stage

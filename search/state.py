@@ -1,12 +1,14 @@
 """A run's progress: which stage, which epoch, what the finished stages left. It is the checkpoint."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from models.genotypes import Genotype, genotype_from_dict
 from utils.checkpoint import atomic_save_checked, atomic_write_text, load_checkpoint
 from utils.errors import UserError
+from utils.logging import trim_events
 
 # Bumped whenever the layout of a checkpoint changes; a checkpoint of another format is refused.
 # 3: the payload behind a checksum header.
@@ -28,6 +30,7 @@ class RunState:
     searcher: dict | None = None
     policy_export: dict | None = None  # the last searched policy, for a stage that replays it
     finished: bool = False  # every artifact is written; a resume has nothing to do
+    saved_at: float = 0.0  # wall time of the checkpoint: later TensorBoard events are redone on resume
 
     def genotype(self) -> Genotype | None:
         """The genotype the search found (None before it finished)."""
@@ -48,11 +51,14 @@ class RunState:
         return cls(**state)
 
 
-def tidy_for_resume(run_dir: Path, records: int) -> None:
-    """Before a resume: drop the temp files of interrupted writes and the metrics.jsonl lines of
-    epochs after the checkpoint (they are logged again), so the folder reads as one run."""
+def tidy_for_resume(run_dir: Path, state: RunState) -> None:
+    """Before a resume: drop the temp files of interrupted writes, the metrics.jsonl lines of epochs
+    after the checkpoint and the TensorBoard events after it (they are logged again), so the folder
+    reads as one run."""
     for stale in run_dir.glob(".*.tmp*"):
         stale.unlink(missing_ok=True)
+    records = len(state.history()) + len((state.searcher or {}).get("history", []))
+    trim_events(run_dir, state.saved_at)
     jsonl = run_dir / "metrics.jsonl"
     if jsonl.is_file():
         lines = jsonl.read_text().splitlines(keepends=True)
@@ -62,6 +68,7 @@ def tidy_for_resume(run_dir: Path, records: int) -> None:
 
 def save_checkpoint(path: Path, mode_name: str, config: dict, state: RunState) -> None:
     """Write the checkpoint atomically: the format, the mode, the resolved config and the state."""
+    state.saved_at = time.time()
     atomic_save_checked({"format": CHECKPOINT_FORMAT, "mode": mode_name, "config": config, "state": state.to_dict()}, path)
 
 

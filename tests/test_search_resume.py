@@ -1,5 +1,7 @@
 """Exact resume: interrupted and resumed runs end with the same genotype and bitwise-equal weights."""
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -155,3 +157,91 @@ def test_resume_after_a_kill_between_log_and_checkpoint_leaves_one_line_per_epoc
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [(r["stage"], r["epoch"]) for r in records] == [("search", 0), ("search", 1), ("continue", 0)]
     assert not list(run_dir.glob(".*.tmp*"))
+    # TensorBoard too: epoch 2's scalars were written before the kill and again after the resume
+    scalars = _scalar_steps(run_dir)
+    assert scalars["search/train_loss"] == [0, 1] and scalars["continue/train_loss"] == [0]
+    assert all(len(steps) == len(set(steps)) for steps in scalars.values()), scalars
+
+
+def _scalar_steps(run_dir):
+    """{tag: [step, ...]} over every TensorBoard events file of the run."""
+    from utils.logging import read_events
+    steps = {}
+    for path in sorted(run_dir.glob("events.out.tfevents.*")):
+        for event in read_events(path):
+            for value in event.summary.value:
+                steps.setdefault(value.tag, []).append(event.step)
+    return {tag: sorted(s) for tag, s in steps.items()}
+
+
+def _same_results(ref_dir: Path, run_dir: Path) -> None:
+    """Bitwise-equal weights; equal genotype, policy, lr / wd, metrics and epoch records."""
+    for name in ("genotype.json", "policy.json", "hparams.json"):
+        assert json.loads((run_dir / name).read_text()) == json.loads((ref_dir / name).read_text()), name
+    a = torch.load(ref_dir / "model_state.pt", weights_only=False)["state_dict"]
+    b = torch.load(run_dir / "model_state.pt", weights_only=False)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (ref_dir, run_dir))
+    assert {k: v for k, v in ma.items() if "seconds" not in k} == {k: v for k, v in mb.items() if "seconds" not in k}
+    ra, rb = ([{k: v for k, v in json.loads(line).items() if k != "seconds"}
+               for line in (d / "metrics.jsonl").read_text().splitlines()] for d in (ref_dir, run_dir))
+    assert ra == rb
+
+
+def _sigterm_at_step(monkeypatch, step: int) -> None:
+    """Send this process a real SIGTERM while training step `step` (1-based, over the run) runs."""
+    from search.searcher import Searcher
+    real_step, calls = Searcher.train_step, []
+
+    def step_and_signal(self, x, y):
+        calls.append(1)
+        if len(calls) == step:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(self, x, y)
+    monkeypatch.setattr(Searcher, "train_step", step_and_signal)
+
+
+@pytest.mark.parametrize("mode", ["ista_single_doal", "darts_da"])
+def test_sigterm_mid_epoch_checkpoints_the_step_and_resumes_bit_for_bit(write_config, tmp_path, monkeypatch,
+                                                                         capsys, mode):
+    # doal: policy, learned lr / wd, and (log_every > steps) a background validation pass pending at the stop
+    train = {"epochs": 2, "retrain_epochs": 1, "max_steps_per_epoch": 4}
+    extra = {"log_every": 10, "train_architecture": {"dist_limit": 0.0}, "tune": {"epochs": 1}}
+    straight = write_config("straight.json", save_name="straight", train=train, **extra)
+    broken = write_config("broken.json", save_name="broken", train=train, **extra)
+    assert _run(straight, mode) == 0
+
+    _sigterm_at_step(monkeypatch, 6)  # the second step of the second search epoch
+    capsys.readouterr()
+    assert _run(broken, mode) == 143
+    monkeypatch.undo()
+    run_dir = tmp_path / "runs" / f"fake_{mode}_broken"
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"python search_darts.py --resume {run_dir}" in err
+    _, _, state = search.state.read_checkpoint(run_dir / "checkpoint.pt")
+    assert (state.stage_index, state.epoch, state.searcher["position"]["batch"]) == (0, 1, 2)
+    assert not (run_dir / "model.pt2").exists()
+    assert search_darts.main(["--resume", str(run_dir), "--device", "cpu"]) == 0
+    _same_results(tmp_path / "runs" / f"fake_{mode}_straight", run_dir)
+    assert _scalar_steps(run_dir) == _scalar_steps(tmp_path / "runs" / f"fake_{mode}_straight")
+
+
+@pytest.mark.parametrize("mode", ["ista_single_doal", "darts_da"])
+def test_sigterm_during_the_final_export_is_finished_by_resume(write_config, tmp_path, monkeypatch, mode):
+    import search.pipeline
+    train = {"epochs": 1, "retrain_epochs": 1, "max_steps_per_epoch": 2}
+    straight = write_config("straight.json", save_name="straight", train=train)
+    broken = write_config("broken.json", save_name="broken", train=train)
+    assert _run(straight, mode) == 0
+    real_export = search.pipeline.export_model
+
+    def signal_then_export(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real_export(*args, **kwargs)
+    monkeypatch.setattr(search.pipeline, "export_model", signal_then_export)
+    assert _run(broken, mode) == 143
+    monkeypatch.undo()
+    run_dir = tmp_path / "runs" / f"fake_{mode}_broken"
+    assert not (run_dir / "model.pt2").exists() and not (run_dir / "metrics.json").exists()
+    assert search_darts.main(["--resume", str(run_dir), "--device", "cpu"]) == 0
+    _same_results(tmp_path / "runs" / f"fake_{mode}_straight", run_dir)

@@ -7,7 +7,7 @@ from hpo.schedule import CosineSchedule
 from hpo.weight_update import WeightUpdate
 from search.arch_step import ArchStep
 from search.policy_step import PolicyStep
-from search.searcher import LoopConfig, NonFiniteError, Searcher
+from search.searcher import LoopConfig, NonFiniteError, Paused, Searcher
 from utils.logging import RunLogger
 
 
@@ -110,10 +110,15 @@ class Batches:
     def __len__(self):
         return self.n
 
-    def __iter__(self):
+    def iterate(self, start=0):
         g = torch.Generator().manual_seed(self.epoch)
-        for _ in range(self.n):
-            yield torch.randint(0, 256, (4, 3, 2, 2), generator=g, dtype=torch.uint8), torch.randint(0, 3, (4,), generator=g)
+        for i in range(self.n):
+            batch = torch.randint(0, 256, (4, 3, 2, 2), generator=g, dtype=torch.uint8), torch.randint(0, 3, (4,), generator=g)
+            if i >= start:
+                yield batch
+
+    def __iter__(self):
+        return self.iterate(0)
 
 
 class Stream:
@@ -125,6 +130,12 @@ class Stream:
 
     def __next__(self):
         return next(iter(self.batches))
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
 
 
 def _searcher(calls, epochs=2, steps=3, stop_after=None, searching=True):
@@ -192,6 +203,37 @@ def test_state_dict_round_trip_continues_identically():
     for a, b in zip(straight.net.parameters(), resumed.net.parameters()):
         assert torch.equal(a, b)
     assert [r["train_loss"] for r in straight.history] == [r["train_loss"] for r in resumed.history]
+
+
+def test_a_pause_mid_epoch_holds_the_position_and_continues_identically():
+    straight = _searcher([], epochs=2, steps=3)
+    straight.run(0, lambda *a: None)
+
+    first = _searcher([], epochs=2, steps=3)
+    asked = []
+
+    def after_the_fifth_step():
+        asked.append(1)
+        return len(asked) == 5
+    with pytest.raises(Paused) as paused:
+        first.run(0, lambda *a: None, should_pause=after_the_fifth_step)
+    # asked after each step and after each epoch: the fifth ask follows the second step of epoch 2
+    assert paused.value.mid_epoch and (first.position["epoch"], first.position["batch"]) == (1, 2)
+    torch.manual_seed(123)  # whatever runs between the pause and the resume
+    resumed = _searcher([], epochs=2, steps=3)
+    resumed.load_state_dict(first.state_dict())
+    resumed.run(1, lambda *a: None)
+    assert resumed.step == straight.step == 6 and resumed.position is None
+    for a, b in zip(straight.net.parameters(), resumed.net.parameters()):
+        assert torch.equal(a, b)
+    assert [r["train_loss"] for r in straight.history] == [r["train_loss"] for r in resumed.history]
+
+
+def test_a_stop_asked_for_at_an_epoch_end_pauses_after_its_callback():
+    searcher, ended = _searcher([], epochs=3, steps=2), []
+    with pytest.raises(Paused) as paused:
+        searcher.run(0, lambda s, epoch, done: ended.append(epoch), should_pause=lambda: bool(ended))
+    assert not paused.value.mid_epoch and ended == [0] and searcher.position is None
 
 
 def _poison(searcher, where):

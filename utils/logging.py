@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import struct
 import sys
 import time
 from pathlib import Path
@@ -72,3 +73,40 @@ class RunLogger:
 def progress_enabled(requested: bool) -> bool:
     """Progress bars only when asked for and stderr is a terminal."""
     return requested and sys.stderr.isatty()
+
+
+def _event_records(data: bytes):
+    """(raw record, event bytes) of a TensorBoard events file's complete records (TFRecord framing:
+    length u64, its crc u32, data, crc u32); a tail cut short by a kill is left out."""
+    offset = 0
+    while offset + 12 <= len(data):
+        (length,) = struct.unpack_from("<Q", data, offset)
+        end = offset + 12 + length + 4
+        if end > len(data):
+            return
+        yield data[offset:end], data[offset + 12:offset + 12 + length]
+        offset = end
+
+
+def read_events(path: Path) -> list:
+    """The Event protos of one TensorBoard events file ([] without tensorboard)."""
+    try:
+        from tensorboard.compat.proto.event_pb2 import Event
+    except ImportError:
+        return []
+    return [Event.FromString(event) for _, event in _event_records(path.read_bytes())]
+
+
+def trim_events(run_dir: Path, until: float) -> None:
+    """Drop the TensorBoard events written after wall time `until` (when the checkpoint a resume
+    starts from was taken): their steps run again, and TensorBoard would show them twice."""
+    try:
+        from tensorboard.compat.proto.event_pb2 import Event
+    except ImportError:
+        return
+    from utils.checkpoint import replace_from_temp
+    for path in sorted(run_dir.glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        kept = [raw for raw, event in _event_records(data) if Event.FromString(event).wall_time <= until]
+        if sum(map(len, kept)) != len(data):
+            replace_from_temp(path, lambda tmp: Path(tmp).write_bytes(b"".join(kept)))
