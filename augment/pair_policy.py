@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from augment.apply import apply_per_sample, random_signs
+from augment.estimators import score_function_loss
 from augment.ops import OPS, dha_level_to_magnitude
 from augment.policy import AugmentPolicy
 
@@ -147,14 +148,9 @@ class PairPolicy(AugmentPolicy):
             return (-loss * p).mean()
         logp_all = torch.log_softmax(self.theta.reshape(-1), dim=0)
         logp = logp_all.view_as(self.theta)[pairs[:, 0], pairs[:, 1]]
-        n = loss.numel()
-        if n < 2:
-            advantage = torch.zeros_like(loss)
-        else:
-            advantage = (loss - (loss.sum() - loss) / (n - 1)) / (loss.std() + 1e-12)
         entropy = -(logp_all.exp() * logp_all).sum()
         floor = torch.clamp(self.entropy_floor - entropy, min=0.0)
-        return (-advantage * logp).mean() - self.entropy_weight * entropy + 10.0 * floor
+        return score_function_loss(logp, loss, normalize=True) - self.entropy_weight * entropy + 10.0 * floor
 
     def set_magnitude(self, magnitude: float) -> None:
         """Set M of the U(0, M) level draw (clipped to 8 per draw)."""

@@ -11,7 +11,8 @@ Usable in any training code, with the same forward signature as the searched pol
 Pair exports sample ordered pairs from the exported pair probabilities P (the softmax, not a Gumbel
 sampling matrix) with levels U(0, magnitude) clipped to [0, 8]; sub-policy exports draw a sub-policy
 uniformly per sample and, per stage, an op from its op probabilities, applied with its apply probability
-at its magnitude (random sign for signed ops); baselines rebuild themselves; `{"type": "none"}` and the
+at its magnitude (random sign for signed ops); pair_bins exports (DAAS) draw a pair and a magnitude
+bin per op from their exported probabilities; baselines rebuild themselves; `{"type": "none"}` and the
 pipeline's `{"type": "fixed", ...}` (crop/flip/Cutout only, done by `augment.fixed`) are the identity.
 Keys a type does not need are ignored, so a policy.json may carry extra fields.
 """
@@ -23,6 +24,7 @@ import torch
 
 from augment.apply import apply_per_sample, random_signs
 from augment.baselines import RandAugmentPolicy, TrivialAugmentPolicy
+from augment.daas_policy import SubPolicyDistribution
 from augment.ops import OPS
 from augment.pair_policy import apply_pairs, pair_entropy, pair_export, pair_marginals, sample_pairs
 from augment.policy import AugmentPolicy, IdentityPolicy
@@ -148,11 +150,25 @@ def from_export(d: dict, magnitude: float | None = None) -> AugmentPolicy:
                                                                                for t in tables):
             raise UserError("subpolicies must be [L][K] stages with one value per op in each list")
         return FixedSubPolicy(d["ops"], *tables)
+    if kind == "pair_bins":
+        _require(d, "ops", "pair_probabilities", "bin_probabilities")
+        _check_ops(d["ops"])
+        k = len(d["ops"])
+        try:
+            p = torch.tensor(d["pair_probabilities"], dtype=torch.float64)
+            q = torch.tensor(d["bin_probabilities"], dtype=torch.float64)
+        except (TypeError, ValueError) as e:
+            raise UserError(f"malformed pair_bins policy export: {e}") from None
+        if p.shape != (k, k) or q.dim() != 2 or q.shape[0] != k or q.shape[1] < 2 or (p < 0).any() or (q < 0).any() \
+                or p.sum() <= 0 or (q.sum(1) <= 0).any():
+            raise UserError(f"pair_bins export needs a non-negative {k}x{k} pair_probabilities and a {k}xM "
+                            "bin_probabilities (M >= 2)")
+        return SubPolicyDistribution.from_probabilities(d["ops"], p / p.sum(), q / q.sum(1, keepdim=True))
     if kind == "randaugment":
         _check_ops(d.get("ops", []))
         return RandAugmentPolicy(d.get("ops"), d.get("num_ops", 2), d.get("magnitude", 9.0))
     if kind == "trivialaugment":
         _check_ops(d.get("ops", []))
         return TrivialAugmentPolicy(d.get("ops"))
-    raise UserError(f"unknown policy export type {kind!r}; expected none, fixed, pair, subpolicy, randaugment "
+    raise UserError(f"unknown policy export type {kind!r}; expected none, fixed, pair, pair_bins, subpolicy, randaugment "
                     "or trivialaugment")

@@ -34,13 +34,14 @@ ROWS = [("ista_single_nor", {"channels_last": "false"}), ("ista_single_nor", {})
         ("ista_single_doal", {"hpo.every": 4}), ("ista_nor", {}), ("darts", {}), ("darts_da", {})]
 
 
-def make_searcher(data_dir: str, mode_name: str, overrides: dict, device: torch.device):
-    """The search-stage Searcher of a mode at the benchmark size."""
+def make_searcher(data_dir: str, mode_name: str, overrides: dict, device: torch.device,
+                  init_channels: int = 8, layers: int = 5, batch_size: int = 32):
+    """The search-stage Searcher of a mode at a benchmark size (this file's: C=8, 5 cells, batch 32)."""
     raw = {"seed": 0, "progress": False, "log_every": 10**9,
            "dataset": {"name": "imagefolder", "root": data_dir, "num_class": 10, "val_ratio": 0.2,
-                       "batch_size": 32, "max_train": 1000, "workers": 0},
+                       "batch_size": batch_size, "max_train": 1000, "workers": 0},
            "train": {"epochs": 1, "w_lr": 0.025},
-           "train_architecture": {"input_size": 32, "init_channels": 8, "layers": 5}}
+           "train_architecture": {"input_size": 32, "init_channels": init_channels, "layers": layers}}
     sets = [f"{k}={v}" for k, v in overrides.items()]
     cfg, _ = config_from_dict(raw, sets)
     stage = build_stage(cfg, MODES[mode_name], 0, RunState(), device, RunLogger(None, quiet=True), RunData(cfg.seed))

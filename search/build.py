@@ -14,6 +14,7 @@ from hpo.hypergrad import HyperGradient, LogHyperGradient
 from hpo.schedule import ConstantSchedule, CosineSchedule
 from hpo.weight_update import HyperUpdate, WeightUpdate
 from models.darts import DartsSupernet
+from models.gdas import GdasSupernet
 from models.genotypes import Genotype, load_genotype
 from models.ista import IstaSupernet
 from models.network import Network, network_params_m
@@ -58,11 +59,12 @@ def _network_kwargs(arch: ArchConfig, data: DataSplits) -> dict:
                 stem=stem_for(arch), in_channels=data.channels, mean=list(data.mean), std=list(data.std))
 
 
-def _darts_supernet(arch: ArchConfig, data: DataSplits, size_arch: ArchConfig) -> Supernet:
-    return DartsSupernet(steps=arch.steps, **_network_kwargs(arch, data))
+def _darts_supernet(sec: StageSections, data: DataSplits, size_arch: ArchConfig) -> Supernet:
+    return DartsSupernet(steps=sec.arch.steps, **_network_kwargs(sec.arch, data))
 
 
-def _ista_supernet(arch: ArchConfig, data: DataSplits, size_arch: ArchConfig, single_stage: bool) -> Supernet:
+def _ista_supernet(sec: StageSections, data: DataSplits, size_arch: ArchConfig, single_stage: bool) -> Supernet:
+    arch = sec.arch
     size_fn = partial(network_params_m, init_channels=size_arch.init_channels, num_classes=data.num_classes,
                       layers=size_arch.layers, stem=stem_for(size_arch), in_channels=data.channels)
     return IstaSupernet(single_stage=single_stage, steps=arch.steps, proj_dims=arch.proj_dims,
@@ -73,10 +75,10 @@ def _ista_supernet(arch: ArchConfig, data: DataSplits, size_arch: ArchConfig, si
                         mixing=arch.mixing, **_network_kwargs(arch, data))
 
 
-def _not_built(what: str):
-    def refuse(*args, **kwargs):
-        raise UserError(f"{what} is not available yet")
-    return refuse
+def _gdas_supernet(sec: StageSections, data: DataSplits, size_arch: ArchConfig) -> Supernet:
+    arch = sec.arch  # tau anneals over the search epochs
+    return GdasSupernet(steps=arch.steps, epochs=sec.train.epochs, tau_max=arch.tau_max, tau_min=arch.tau_min,
+                        **_network_kwargs(arch, data))
 
 
 # One builder per member of each enum of search/modes.py (checked below, at import).
@@ -84,13 +86,14 @@ SUPERNETS = {
     Space.DARTS: _darts_supernet,
     Space.ISTA: partial(_ista_supernet, single_stage=False),
     Space.ISTA_SINGLE: partial(_ista_supernet, single_stage=True),
-    Space.GDAS: _not_built("the Gumbel single-path supernet"),
+    Space.GDAS: _gdas_supernet,
 }
 
 
-def build_supernet(space: Space, arch: ArchConfig, data: DataSplits, size_arch: ArchConfig) -> Supernet:
-    """The supernet of `space`; ISTA's size limit is measured on the network `size_arch` describes."""
-    return SUPERNETS[space](arch, data, size_arch)
+def build_supernet(space: Space, sec: StageSections, data: DataSplits, size_arch: ArchConfig) -> Supernet:
+    """The supernet of `space` from a stage's sections; ISTA's size limit is measured on the network
+    `size_arch` describes."""
+    return SUPERNETS[space](sec, data, size_arch)
 
 
 def build_network(genotype: Genotype, arch: ArchConfig, data: DataSplits) -> Network:
@@ -113,11 +116,11 @@ def build_stage_net(cfg: RunConfig, mode: Mode, index: int, data: DataSplits, ge
     """The network stage `index` trains, with fresh weights (a checkpoint or the previous stage fills them):
     a retrain stage trains the searched genotype, or without a search the configured one."""
     spec = mode.stages[index]
-    arch = sections_for(cfg, spec).arch
+    sec = sections_for(cfg, spec)
     if spec.kind is Kind.RETRAIN:
-        return build_network(genotype if genotype is not None else configured_genotype(arch), arch, data)
+        return build_network(genotype if genotype is not None else configured_genotype(sec.arch), sec.arch, data)
     last = mode.stages[-1]  # ISTA's size limit applies to the network the mode ends with
-    return build_supernet(spec.space, arch, data, sections_for(cfg, last).arch if last.kind is Kind.RETRAIN else arch)
+    return build_supernet(spec.space, sec, data, sections_for(cfg, last).arch if last.kind is Kind.RETRAIN else sec.arch)
 
 
 def _bilevel_arch_step(opt: torch.optim.Optimizer, sec: StageSections) -> ArchStep:
@@ -171,6 +174,16 @@ def _pair_policy(sec: StageSections, replay: dict | None, device: torch.device) 
     return ScoreFunctionStep(policy, opt)
 
 
+def _policy_gradient(sec: StageSections, replay: dict | None, device: torch.device) -> PolicyStep:
+    from augment.daas_policy import SubPolicyDistribution
+    from augment.ops import DHA_OPS
+    da = sec.da
+    policy = SubPolicyDistribution(DHA_OPS[sec.dataset.aug_choice], bins=da.magnitude_bins).to(device)
+    # DAAS: the reward of an image is how much training on it lowers the validation loss (first order,
+    # the generalization objective's closed form); plain REINFORCE under Adam at d_lr.
+    return GeneralizationStep(policy, torch.optim.Adam(policy.policy_parameters(), lr=da.d_lr), da.val_every)
+
+
 def _subpolicy(sec: StageSections, replay: dict | None, device: torch.device) -> PolicyStep:
     from augment.ops import FASTER_AA_OPS
     from augment.subpolicy import SubPolicy
@@ -194,7 +207,7 @@ POLICY_STEPS = {
     Augment.NONE: _fixed_policy,
     Augment.PAIR: _pair_policy,
     Augment.SUBPOLICY: _subpolicy,
-    Augment.REINFORCE: _not_built("policy-gradient augmentation (DAAS)"),
+    Augment.REINFORCE: _policy_gradient,
     Augment.REPLAY: _replayed_policy,
 }
 

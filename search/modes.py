@@ -26,7 +26,7 @@ class Space(str, Enum):
     DARTS = "darts"
     ISTA = "ista"  # two-stage ISTA-NAS
     ISTA_SINGLE = "ista_single"  # single-stage ISTA (DHA): nodes freeze as their codes converge
-    GDAS = "gdas"  # Gumbel single-path (not built yet)
+    GDAS = "gdas"  # single path: one op per edge drawn by a hard Gumbel-softmax
 
 
 class ArchUpdate(str, Enum):
@@ -44,7 +44,7 @@ class Augment(str, Enum):
     NONE = "none"  # no searched policy (da.fixed_policy may still name a fixed one)
     PAIR = "pair"  # DHA's op-pair distribution, score-function update
     SUBPOLICY = "subpolicy"  # Faster-AA sub-policies, gradient through the images
-    REINFORCE = "reinforce"  # DAAS policy gradient (not built yet)
+    REINFORCE = "reinforce"  # DAAS: sub-policies (op pair + magnitude bins), REINFORCE on a validation reward
     REPLAY = "replay"  # the previous stage's searched policy, fixed
 
 
@@ -135,10 +135,10 @@ MODES: dict[str, Mode] = {m.name: m for m in (
     Mode("train", (StageSpec(Kind.RETRAIN, sections=Sections.TUNE),),
          note="no search: the genotype tune_architecture.genotype (e.g. DARTS_V2) trained from scratch with the "
               "tune_* sections; the baseline every search is compared with"),
-    Mode("daas", (StageSpec(Kind.SEARCH, Space.GDAS, ArchUpdate.BILEVEL, Augment.REINFORCE),
-                  StageSpec(Kind.RETRAIN, sections=Sections.TUNE)),
-         available=False, note="GDAS single-path supernet + policy-gradient augmentation",
-         missing="the Gumbel single-path supernet and the policy-gradient augmentation"),
+    Mode("daas", (StageSpec(Kind.SEARCH, Space.GDAS, ArchUpdate.VAL, Augment.REINFORCE),
+                  StageSpec(Kind.RETRAIN, augment=Augment.REPLAY, sections=Sections.TUNE)),
+         note="DAAS: single-path Gumbel supernet (one op per edge runs) + policy-gradient augmentation; the "
+              "genotype is retrained from scratch with the found policy replayed"),
 )}
 
 

@@ -70,10 +70,13 @@ def test_unknown_mode(write_config, tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
 
-def test_mode_not_available_yet_says_so(write_config, tmp_path, capsys):
+def test_mode_not_available_yet_says_so(write_config, tmp_path, capsys, monkeypatch):
+    from search import modes
+    later = modes.Mode("later", modes.MODES["darts"].stages, available=False, missing="a part not built")
+    monkeypatch.setitem(modes.MODES, "later", later)
     conf = write_config()
-    line = _bad(capsys, ["--conf_path", str(conf), "--Running", "daas"], "not available yet")
-    assert "ista_single_doal" in line  # lists what is available
+    line = _bad(capsys, ["--conf_path", str(conf), "--Running", "later"], "not available yet")
+    assert "a part not built" in line and "ista_single_doal" in line  # lists what is available
     assert not (tmp_path / "runs").exists()
 
 

@@ -13,7 +13,7 @@ from tests.conftest import tiny_config
 from utils.config import RunConfig
 
 CASES = 320
-RUNNABLE = sorted(name for name in MODES if name != "daas")
+RUNNABLE = sorted(MODES)
 # Values a hurried user or a broken script writes. Sizes stay small when valid, so that a passing
 # dry run is cheap; `download` is never set (a network fetch is not a unit test's business).
 NASTY = [None, True, False, 0, 1, -1, 2, 3, 0.5, -0.5, 1e-12, 1e308, float("nan"), float("inf"), -float("inf"),
@@ -67,7 +67,7 @@ def _case(rng: random.Random, keys: list[str], conf_dir, index: int) -> list[str
             overrides += ["--set", f"{key}={json.dumps(value)}" if rng.random() < 0.8 else f"{key}={value}"]
     path = conf_dir / f"{index}.json"
     path.write_text(json.dumps(config))
-    mode = rng.choice(RUNNABLE) if rng.random() < 0.9 else rng.choice(["nope", "", "daas"])
+    mode = rng.choice(RUNNABLE) if rng.random() < 0.9 else rng.choice(["nope", "", "DARTS"])
     argv = ["--conf_path", str(path), "--Running", mode, "--dry_run", "--device", "cpu", *overrides]
     roll = rng.random()
     if roll < 0.05:

@@ -10,7 +10,7 @@ DIGITS = {"name": "digits", "num_class": 10, "val_ratio": 0.2, "batch_size": 16,
 
 
 @pytest.mark.parametrize("mode, objective", [("ista_single_da", "adversarial"), ("ista_single_doal", "generalization"),
-                                             ("darts_da", "adversarial")])
+                                             ("darts_da", "adversarial"), ("daas", "generalization")])
 def test_augmentation_modes_on_digits_write_every_artifact(mode, objective, write_config, tmp_path):
     conf = write_config(dataset=DIGITS, da={"log_images_every": 1, "objective": objective, "val_every": 2})
     assert search_darts.main(["--conf_path", str(conf), "--Running", mode, "--device", "cpu"]) == 0
@@ -19,7 +19,8 @@ def test_augmentation_modes_on_digits_write_every_artifact(mode, objective, writ
                  "model.pt2", "model_state.pt"):
         assert (run_dir / name).is_file(), name
     policy = json.loads((run_dir / "policy.json").read_text())
-    assert policy["type"] == ("subpolicy" if mode == "darts_da" else "pair") and policy["searched"]
+    kinds = {"darts_da": "subpolicy", "daas": "pair_bins"}
+    assert policy["type"] == kinds.get(mode, "pair") and policy["searched"]
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     events = EventAccumulator(str(run_dir), size_guidance={"images": 0, "scalars": 0}).Reload()
@@ -27,3 +28,17 @@ def test_augmentation_modes_on_digits_write_every_artifact(mode, objective, writ
     assert "policy/entropy" in tags["scalars"]
     assert any(t.startswith("policy/op/") for t in tags["scalars"])
     assert "policy/matrix" in tags["images"] and "policy/samples" in tags["images"]
+
+
+def test_daas_learns_its_policy_from_the_reward_alone_and_replays_it(write_config, tmp_path):
+    """The search stage's policy moves (REINFORCE on the validation reward); the retrain replays it."""
+    conf = write_config(dataset=DIGITS, train={"epochs": 2, "max_steps_per_epoch": 6}, da={"d_lr": 0.05})
+    assert search_darts.main(["--conf_path", str(conf), "--Running", "daas", "--device", "cpu"]) == 0
+    run_dir = tmp_path / "runs" / "digits_daas"
+    policy = json.loads((run_dir / "policy.json").read_text())
+    assert policy["entropy"] < policy["max_entropy"] - 1e-3  # it moved from uniform
+    q = policy["bin_probabilities"]
+    assert any(abs(v - 1 / len(row)) > 1e-3 for row in q for v in row)
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in records] == ["search", "search", "retrain"]
+    assert records[-1]["policy_entropy"] == pytest.approx(policy["entropy"])  # the retrain replayed this policy

@@ -84,6 +84,8 @@ class ArchConfig:
     genotype: Optional[str] = None  # `train` mode: DARTS_V2, PC_DARTS, ... , a genotype JSON string or a genotype.json path
     reference_selection: bool = False  # ISTA: rank signed codes and never pick dil_conv_5x5 (DHA quirk)
     lasso_intercept: bool = False  # ISTA: fit an intercept in the recovery, as scikit-learn did for DHA
+    tau_max: float = 10.0  # single-path (GDAS) search: Gumbel-softmax temperature at the first epoch
+    tau_min: float = 0.1  # ... annealed linearly to this at the last search epoch
 
 
 @dataclass
@@ -127,6 +129,7 @@ class DaConfig:
     val_every: int = 4  # generalization: steps between the validation passes its gradient comes from
     entropy_weight: float = 0.1  # reinforce: weight of the entropy bonus (holds back the drift of noise)
     min_entropy: float = 0.6  # reinforce: entropy floor as a fraction of its maximum ln(K^2); below it a hinge pushes back
+    magnitude_bins: int = 10  # daas: magnitude bins per op, bin i = i / (bins - 1) of the op's range (bin 0: identity)
     subpolicies: int = 10  # darts_da (Faster-AA style): number of sub-policies L
     subpolicy_stages: int = 2  # ... operations per sub-policy K
     subpolicy_temperature: float = 0.05  # ... softmax temperature of the op choice

@@ -109,6 +109,8 @@ def _arch(a: ArchConfig, sec: str) -> None:
     _choice(a.measurement, f"{sec}.measurement", ("gaussian", "uniform"))
     _check(a.lasso_alpha > 0, f"config key '{sec}.lasso_alpha' must be positive, got {a.lasso_alpha}")
     _check(a.param_limit is None or a.param_limit > 0, f"config key '{sec}.param_limit' must be positive, got {a.param_limit}")
+    _check(0 < a.tau_min <= a.tau_max, f"config keys '{sec}.tau_min' and '{sec}.tau_max' need 0 < tau_min <= tau_max, "
+           f"got {a.tau_min} and {a.tau_max}")
 
 
 def _hpo(h: HpoConfig, sec: str) -> None:
@@ -136,6 +138,7 @@ def _da(g: DaConfig, sec: str) -> None:
     _at_least(g.val_every, f"{sec}.val_every", 1)
     _check(0 <= g.min_entropy <= 1, f"config key '{sec}.min_entropy' must be in [0, 1], got {g.min_entropy}")
     _choice(g.level_scale, f"{sec}.level_scale", ("strength", "reference"))
+    _at_least(g.magnitude_bins, f"{sec}.magnitude_bins", 2)
     _at_least(g.subpolicies, f"{sec}.subpolicies", 1)
     _at_least(g.subpolicy_stages, f"{sec}.subpolicy_stages", 1)
     _check(g.subpolicy_temperature > 0, f"config key '{sec}.subpolicy_temperature' must be positive")
