@@ -33,6 +33,12 @@ from search.modes import MODES  # noqa: E402
 MODES_COMPARED = ("ista_single_nor", "ista_single_doal", "train")
 
 
+def mode_sets(mode: str, retrain_epochs: int) -> list[str]:
+    """Per-mode overrides: daas retrains its genotype (the tune sections) for --retrain_epochs after
+    its search, so its total is the others'; otherwise the tune epochs are the `train` baseline's total."""
+    return [f"tune.epochs={retrain_epochs}"] if mode == "daas" else []
+
+
 def config(data_dir: str, out: str, search_epochs: int, retrain_epochs: int) -> dict:
     """The shared budget (the seed comes per run, from --seeds)."""
     return {
@@ -69,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retrain_epochs", type=int, default=5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[5])
     parser.add_argument("--modes", nargs="+", default=list(MODES_COMPARED),
-                        choices=sorted(m for m in MODES if m.startswith("ista_single") or m == "train"),
+                        choices=sorted(m for m in MODES if m.startswith("ista_single") or m in ("train", "daas")),
                         help="e.g. add ista_single_hpo and ista_single_da to see which half of DHA moves the result")
     parser.add_argument("--out", default="/tmp/accuracy_runs")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -89,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
             started = time.time()
             code = search_darts.main(["--conf_path", str(conf), "--Running", mode, "--set", f"save_name={save_name}",
                                       "--set", f"seed={seed}", "--set", "progress=false"]
-                                     + [arg for item in args.set for arg in ("--set", item)])
+                                     + [arg for item in mode_sets(mode, args.retrain_epochs) + args.set
+                                        for arg in ("--set", item)])
             if code != 0:
                 return code
             run_dir = Path(args.out) / f"imagefolder_{mode}_{save_name}"

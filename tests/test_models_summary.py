@@ -55,3 +55,13 @@ def test_count_madds_restores_training_mode():
     net.eval()
     summary.count_madds_m(net, 8)
     assert not net.training
+
+
+def test_the_mobilenet_space_mobilenet_v2_and_its_genotype_json(capsys, tmp_path):
+    result = _run_json(capsys, "--genotype", "MOBILENET_V2", "--dataset", "imagenet")
+    assert result["params_m"] == 3.504872 and result["madds_m"] == pytest.approx(300.8, rel=0.01)
+    path = tmp_path / "genotype.json"
+    path.write_text(json.dumps(result["genotype"]))
+    assert _run_json(capsys, "--genotype", str(path), "--dataset", "imagenet")["params_m"] == 3.504872
+    assert summary.main(["--genotype", '{"space": "mobilenet", "layers": ["skip"]}']) == 2
+    assert "searchable layers" in capsys.readouterr().err
