@@ -40,9 +40,17 @@ class Genotype(NamedTuple):
         """How many times `op` appears in the `normal` or `reduce` cell."""
         return sum(1 for name, _ in getattr(self, cell) if name == op)
 
+    def skips(self) -> int:
+        """Skip connections in the normal cell (the DARTS collapse symptom)."""
+        return self.count("skip_connect")
+
 
 def genotype_from_dict(d: dict) -> Genotype:
-    """Build a Genotype from its JSON form, checking op names and input indices."""
+    """Build a Genotype from its JSON form, checking op names and input indices (a dict tagged
+    `"space": "mobilenet"` gives a models.mobilenet.MobileGenotype)."""
+    if isinstance(d, dict) and d.get("space") == "mobilenet":
+        from models.mobilenet import mobile_genotype_from_dict
+        return mobile_genotype_from_dict(d)
     try:
         normal = [(str(op), int(i)) for op, i in d["normal"]]
         reduce = [(str(op), int(i)) for op, i in d["reduce"]]
@@ -88,9 +96,13 @@ def parse_weights(weights: torch.Tensor, primitives: Sequence[str], steps: int, 
 
 
 def load_genotype(name_or_json: str) -> Genotype:
-    """A published genotype by name, a JSON string, or a path to a JSON file."""
+    """A published genotype by name (MOBILENET_V2 in the MobileNet-like space), a JSON string, or a
+    path to a JSON file."""
     if name_or_json in PUBLISHED:
         return PUBLISHED[name_or_json]
+    if name_or_json == "MOBILENET_V2":
+        from models.mobilenet import MOBILENET_V2
+        return MOBILENET_V2
     text = name_or_json
     path = Path(name_or_json)
     if not name_or_json.lstrip().startswith("{"):

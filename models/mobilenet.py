@@ -120,6 +120,10 @@ class MobileGenotype(NamedTuple):
         """How many layers use `op`."""
         return self.layers.count(op)
 
+    def skips(self) -> int:
+        """Layers the search skipped."""
+        return self.count("skip")
+
 
 def mobile_genotype_from_dict(d: dict, plan: Sequence[LayerSpec] | None = None) -> MobileGenotype:
     """Check a genotype's ops (and, given a plan, its length and where skips stand)."""
@@ -156,9 +160,12 @@ class MobileNetwork(nn.Module):
         c_stem = make_divisible(STEM_CHANNELS * width)
         self.stem = Layers(nn.Conv2d(in_channels, c_stem, 3, 1 if stem == "cifar" else 2, 1, bias=False),
                            BatchNorm2d(c_stem), nn.ReLU6(inplace=True))
+        self.plan = plan
         ops = iter(self.genotype.layers)
         self.layers = nn.ModuleList(make_layer_op(next(ops), spec) if spec.searchable
                                     else MBConv(spec.c_in, spec.c_out, 3, spec.stride, 1) for spec in plan)
+        # 1.0 for networks trained from scratch; a single-stage search's layer weights for derived models.
+        self.register_buffer("layer_scale", torch.ones(len(plan)))
         c_head = make_divisible(HEAD_CHANNELS * max(1.0, width))
         self.head = Layers(nn.Conv2d(plan[-1].c_out, c_head, 1, bias=False), BatchNorm2d(c_head), nn.ReLU6(inplace=True))
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(c_head, num_classes))
@@ -166,8 +173,8 @@ class MobileNetwork(nn.Module):
     def features(self, x: torch.Tensor, probe: bool = False) -> torch.Tensor:
         """Pooled features [N, C_head] of images in [0, 1]."""
         x = self.stem(self.normalize(x).contiguous(memory_format=self.memory_format), probe)
-        for layer in self.layers:
-            x = layer(x, probe) if isinstance(layer, MBConv) else layer(x)
+        for layer, scale in zip(self.layers, self.layer_scale):
+            x = (layer(x, probe) if isinstance(layer, MBConv) else layer(x)) * scale
         return self.head(x, probe).mean((2, 3))
 
     def forward_with_aux(self, x: torch.Tensor, with_aux: bool = True,

@@ -94,9 +94,11 @@ def save_model_state(model: Network, path: str | Path) -> None:
                  "state_dict": model.state_dict()}, path)
 
 
-def load_model(path: str | Path, map_location: Any = "cpu") -> Network:
-    """Rebuild a saved Network in eval mode."""
+def load_model(path: str | Path, map_location: Any = "cpu") -> nn.Module:
+    """Rebuild a saved Network (or MobileNetwork) in eval mode."""
+    from models.mobilenet import MobileGenotype, MobileNetwork
     blob = torch.load(path, map_location=map_location, weights_only=False)
-    net = Network(genotype_from_dict(blob["genotype"]), **blob["kwargs"])
+    genotype = genotype_from_dict(blob["genotype"])
+    net = (MobileNetwork if isinstance(genotype, MobileGenotype) else Network)(genotype, **blob["kwargs"])
     net.load_state_dict(blob["state_dict"])
     return net.eval()

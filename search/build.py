@@ -17,8 +17,10 @@ from models.darts import DartsSupernet
 from models.gdas import GdasSupernet
 from models.genotypes import Genotype, load_genotype
 from models.ista import IstaSupernet
+from models.mobile_ista import IstaMobileSupernet
+from models.mobile_supernet import MobileSupernet
+from models.mobilenet import MobileGenotype, MobileNetwork
 from models.network import Network, network_params_m
-from models.supernet import Supernet
 from search.arch_step import (ArchStep, FirstOrderArchStep, JointArchStep, SecondOrderArchStep,
                               make_arch_optimizer)
 from search.modes import ArchUpdate, Augment, Kind, Mode, Sections, Space, StageSpec
@@ -59,12 +61,25 @@ def _network_kwargs(arch: ArchConfig, data: DataSplits) -> dict:
                 stem=stem_for(arch), in_channels=data.channels, mean=list(data.mean), std=list(data.std))
 
 
-def _darts_supernet(sec: StageSections, data: DataSplits, size_arch: ArchConfig) -> Supernet:
+def _mobile_supernet(sec: StageSections, data: DataSplits, mixing: str) -> nn.Module:
+    arch = sec.arch
+    return MobileSupernet(data.num_classes, mixing=mixing, width=arch.width, stem=stem_for(arch),
+                          in_channels=data.channels, mean=list(data.mean), std=list(data.std),
+                          epochs=sec.train.epochs, tau_max=arch.tau_max, tau_min=arch.tau_min)
+
+
+def _darts_supernet(sec: StageSections, data: DataSplits, size_arch: ArchConfig) -> nn.Module:
+    if sec.arch.space == "mobilenet":
+        return _mobile_supernet(sec, data, "softmax")
     return DartsSupernet(steps=sec.arch.steps, **_network_kwargs(sec.arch, data))
 
 
-def _ista_supernet(sec: StageSections, data: DataSplits, size_arch: ArchConfig, single_stage: bool) -> Supernet:
+def _ista_supernet(sec: StageSections, data: DataSplits, size_arch: ArchConfig, single_stage: bool) -> nn.Module:
     arch = sec.arch
+    if arch.space == "mobilenet":  # single stage only (check_inputs refuses the two-stage modes)
+        return IstaMobileSupernet(data.num_classes, width=arch.width, stem=stem_for(arch), in_channels=data.channels,
+                                  mean=list(data.mean), std=list(data.std), proj_dims=arch.proj_dims,
+                                  dist_limit=arch.dist_limit, lasso_alpha=arch.lasso_alpha, mixing=arch.mixing)
     size_fn = partial(network_params_m, init_channels=size_arch.init_channels, num_classes=data.num_classes,
                       layers=size_arch.layers, stem=stem_for(size_arch), in_channels=data.channels)
     return IstaSupernet(single_stage=single_stage, steps=arch.steps, proj_dims=arch.proj_dims,
@@ -75,7 +90,9 @@ def _ista_supernet(sec: StageSections, data: DataSplits, size_arch: ArchConfig, 
                         mixing=arch.mixing, **_network_kwargs(arch, data))
 
 
-def _gdas_supernet(sec: StageSections, data: DataSplits, size_arch: ArchConfig) -> Supernet:
+def _gdas_supernet(sec: StageSections, data: DataSplits, size_arch: ArchConfig) -> nn.Module:
+    if sec.arch.space == "mobilenet":
+        return _mobile_supernet(sec, data, "gumbel")
     arch = sec.arch  # tau anneals over the search epochs
     return GdasSupernet(steps=arch.steps, epochs=sec.train.epochs, tau_max=arch.tau_max, tau_min=arch.tau_min,
                         **_network_kwargs(arch, data))
@@ -90,22 +107,29 @@ SUPERNETS = {
 }
 
 
-def build_supernet(space: Space, sec: StageSections, data: DataSplits, size_arch: ArchConfig) -> Supernet:
+# The searches that run on the MobileNet-like space (train_architecture.space: mobilenet).
+MOBILENET_SEARCHES = (Space.DARTS, Space.GDAS, Space.ISTA_SINGLE)
+
+
+def build_supernet(space: Space, sec: StageSections, data: DataSplits, size_arch: ArchConfig) -> nn.Module:
     """The supernet of `space` from a stage's sections; ISTA's size limit is measured on the network
     `size_arch` describes."""
     return SUPERNETS[space](sec, data, size_arch)
 
 
-def build_network(genotype: Genotype, arch: ArchConfig, data: DataSplits) -> Network:
-    """The discrete network of a genotype, fresh weights."""
+def build_network(genotype: Genotype | MobileGenotype, arch: ArchConfig, data: DataSplits) -> nn.Module:
+    """The discrete network of a genotype (either space), fresh weights."""
+    if isinstance(genotype, MobileGenotype):
+        return MobileNetwork(genotype, data.num_classes, width=arch.width, stem=stem_for(arch),
+                             in_channels=data.channels, mean=list(data.mean), std=list(data.std))
     return Network(genotype, auxiliary=arch.auxiliary and arch.aux_weight > 0, **_network_kwargs(arch, data))
 
 
 def configured_genotype(arch: ArchConfig) -> Genotype:
     """The genotype a `train` run trains (`genotype` of its architecture section)."""
     if arch.genotype is None:
-        raise UserError("mode train needs tune_architecture.genotype: DARTS_V2, PC_DARTS, a genotype JSON "
-                        "string or a run's genotype.json")
+        raise UserError("mode train needs tune_architecture.genotype: DARTS_V2, PC_DARTS, MOBILENET_V2, a "
+                        "genotype JSON string or a run's genotype.json")
     try:
         return load_genotype(arch.genotype)
     except ValueError as exc:

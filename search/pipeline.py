@@ -44,7 +44,7 @@ def _log_epoch(logger: RunLogger, searcher: Searcher, record: dict) -> None:
     extra = ""
     if searcher.loop.searching:
         genotype = net.genotype()
-        skips = genotype.count("skip_connect")
+        skips = genotype.skips()
         extra = f" skip={skips}"
         if "frozen_nodes" in record:
             extra += f" frozen={record['frozen_nodes']} accepted={record['accepted']}"

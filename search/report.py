@@ -183,9 +183,12 @@ def write_report(run_dir: Path) -> tuple[list[Path], list[str]]:
             written.append(out / name)
         else:
             notes.append(f"{name}: skipped ({why} in this mode)")
-    if run["genotype"]:
+    if run["genotype"] and "normal" in run["genotype"]:
         plot_cells(run["genotype"], out / "cells.png")
         written.append(out / "cells.png")
+    elif run["genotype"]:
+        notes.append(f"cells.png: skipped (a {run['genotype'].get('space')} genotype has no cells: "
+                     f"{', '.join(run['genotype'].get('layers', []))})")
     return written, notes
 
 

@@ -8,14 +8,15 @@ from torch import nn
 
 from datasets import DataSplits
 from models.network import set_channels_last
-from search.build import (StageSections, build_arch_step, build_fixed_policy, build_policy_step, build_stage_net,
+from search.build import (MOBILENET_SEARCHES, StageSections, build_arch_step, build_fixed_policy, build_policy_step, build_stage_net,
                           build_weight_update,
                           configured_genotype, sections_for, stage_epochs)
 from search.data import RunData, build_eval_transform, build_train_augment
-from search.modes import Augment, Kind, Mode, Space, StageSpec
+from search.modes import MODES, Augment, Kind, Mode, Space, StageSpec
 from search.searcher import LoopConfig, Searcher
 from search.state import RunState
 from utils.config import RunConfig
+from utils.errors import UserError
 from utils.logging import RunLogger, progress_enabled
 from utils.seeding import derive_seed
 
@@ -39,12 +40,21 @@ def check_inputs(cfg: RunConfig, mode: Mode) -> RunData:
     run_data = RunData(cfg.seed)
     for spec in mode.stages:
         sec = sections_for(cfg, spec)
+        if spec.space is not None and sec.arch.space == "mobilenet" and spec.space not in MOBILENET_SEARCHES:
+            raise UserError(f"mode {mode.name} searches the {spec.space.value} supernet, which has no mobilenet space "
+                            f"yet; with train_architecture.space mobilenet use "
+                            f"{', '.join(m for m, md in MODES.items() if _searches(md, MOBILENET_SEARCHES))} or train")
         run_data.get(sec.dataset, sec.arch)
         if spec.augment is Augment.NONE:
             build_fixed_policy(sec.da.fixed_policy, sec.dataset, torch.device("cpu"))
     if all(spec.kind is not Kind.SEARCH for spec in mode.stages):
         configured_genotype(sections_for(cfg, mode.stages[0]).arch)
     return run_data
+
+
+def _searches(mode: Mode, spaces) -> bool:
+    return any(spec.space is not None for spec in mode.stages) and \
+        all(spec.space in spaces for spec in mode.stages if spec.space is not None)
 
 
 def build_stage(cfg: RunConfig, mode: Mode, index: int, previous: RunState, device: torch.device,

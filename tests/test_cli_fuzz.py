@@ -5,7 +5,6 @@ import json
 import random
 import typing
 
-import pytest
 
 import search_darts
 from search.modes import MODES

@@ -84,6 +84,8 @@ class ArchConfig:
     genotype: Optional[str] = None  # `train` mode: DARTS_V2, PC_DARTS, ... , a genotype JSON string or a genotype.json path
     reference_selection: bool = False  # ISTA: rank signed codes and never pick dil_conv_5x5 (DHA quirk)
     lasso_intercept: bool = False  # ISTA: fit an intercept in the recovery, as scikit-learn did for DHA
+    space: str = "darts"  # the search space: darts (DARTS' cells) | mobilenet (MobileNetV2's layers; darts, darts_da, daas)
+    width: float = 1.0  # MobileNet-like space: channel width multiplier (1.0 = MobileNetV2's channels)
     tau_max: float = 10.0  # single-path (GDAS) search: Gumbel-softmax temperature at the first epoch
     tau_min: float = 0.1  # ... annealed linearly to this at the last search epoch
 

@@ -109,6 +109,8 @@ def _arch(a: ArchConfig, sec: str) -> None:
     _choice(a.measurement, f"{sec}.measurement", ("gaussian", "uniform"))
     _check(a.lasso_alpha > 0, f"config key '{sec}.lasso_alpha' must be positive, got {a.lasso_alpha}")
     _check(a.param_limit is None or a.param_limit > 0, f"config key '{sec}.param_limit' must be positive, got {a.param_limit}")
+    _choice(a.space, f"{sec}.space", ("darts", "mobilenet"))
+    _check(0.05 <= a.width <= 4, f"config key '{sec}.width' must be in [0.05, 4], got {a.width}")
     _check(0 < a.tau_min <= a.tau_max, f"config keys '{sec}.tau_min' and '{sec}.tau_max' need 0 < tau_min <= tau_max, "
            f"got {a.tau_min} and {a.tau_max}")
 
