@@ -5,7 +5,6 @@ import json
 import random
 import typing
 
-
 import search_darts
 from search.modes import MODES
 from tests.conftest import tiny_config
