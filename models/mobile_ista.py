@@ -106,7 +106,7 @@ class IstaMobileSupernet(MobileChoices):
             return self.fixed_weights
         raw = torch.stack([(self.z[i] @ getattr(self, f"proj_{i}") - getattr(self, f"bias_{i}"))[s]
                            for i, s in enumerate(self._host_support)])
-        return 1.0 + raw - raw.detach() if self.weight_mixing == "normalized" else raw
+        return 1.0 + (raw - raw.detach()) if self.weight_mixing == "normalized" else raw  # exactly 1 in value
 
     def forward_with_aux(self, x: torch.Tensor, with_aux: bool = True, probe: bool = False) -> tuple[torch.Tensor, None]:
         """Logits (each searchable layer runs its support op only) and no auxiliary logits."""
