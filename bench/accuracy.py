@@ -1,7 +1,8 @@
 """End-to-end accuracy on a real image folder: the single-stage searches against not searching.
 
     python bench/accuracy.py DATA_DIR [--search_epochs 5] [--retrain_epochs 5] [--seeds 5 6 7]
-        [--modes ista_single_nor ista_single_doal train] [--out /tmp/acc_runs] [--set da.objective=...]
+        [--modes ista_single_nor ista_single_doal train daas] [--space darts|mobilenet [--width 0.5]]
+        [--out /tmp/acc_runs] [--set da.objective=...]
 
 DATA_DIR: an ImageFolder root with train/ and val/ (val/ is the test set; the validation split
 is carved out of train/). Same seeds, same budget, a small 32-px network (C=8, 5 cells); the
@@ -28,15 +29,23 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import search_darts  # noqa: E402
-from search.modes import MODES  # noqa: E402
+from search.modes import MODES, Kind  # noqa: E402
 
 MODES_COMPARED = ("ista_single_nor", "ista_single_doal", "train")
 
 
-def mode_sets(mode: str, retrain_epochs: int) -> list[str]:
-    """Per-mode overrides: daas retrains its genotype (the tune sections) for --retrain_epochs after
-    its search, so its total is the others'; otherwise the tune epochs are the `train` baseline's total."""
-    return [f"tune.epochs={retrain_epochs}"] if mode == "daas" else []
+def mode_sets(mode: str, retrain_epochs: int, space: str, width: float) -> list[str]:
+    """Per-run overrides. A mode that retrains its genotype (daas, darts: the tune sections) does so for
+    --retrain_epochs after its search, so its total is the others'; otherwise the tune epochs are the
+    `train` baseline's total.
+    The MobileNet-like space at `width`, with MobileNetV2 itself as the `train` baseline."""
+    stages = MODES[mode].stages
+    retrains_a_search = len(stages) > 1 and stages[-1].kind is Kind.RETRAIN
+    sets = [f"tune.epochs={retrain_epochs}"] if retrains_a_search else []
+    if space == "mobilenet":
+        sets += [f"{sec}.{key}" for sec in ("train_architecture", "tune_architecture")
+                 for key in ("space=mobilenet", f"width={width}")] + ["tune_architecture.genotype=MOBILENET_V2"]
+    return sets
 
 
 def config(data_dir: str, out: str, search_epochs: int, retrain_epochs: int) -> dict:
@@ -75,8 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retrain_epochs", type=int, default=5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[5])
     parser.add_argument("--modes", nargs="+", default=list(MODES_COMPARED),
-                        choices=sorted(m for m in MODES if m.startswith("ista_single") or m in ("train", "daas")),
+                        choices=sorted(m for m in MODES if m.startswith("ista_single") or m in ("train", "daas", "darts")),
                         help="e.g. add ista_single_hpo and ista_single_da to see which half of DHA moves the result")
+    parser.add_argument("--space", choices=("darts", "mobilenet"), default="darts",
+                        help="the search space (train_architecture.space); mobilenet: the baseline is MobileNetV2")
+    parser.add_argument("--width", type=float, default=0.5, help="width multiplier of the mobilenet space")
     parser.add_argument("--out", default="/tmp/accuracy_runs")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a config override for every run (as search_darts.py --set)")
@@ -95,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             started = time.time()
             code = search_darts.main(["--conf_path", str(conf), "--Running", mode, "--set", f"save_name={save_name}",
                                       "--set", f"seed={seed}", "--set", "progress=false"]
-                                     + [arg for item in mode_sets(mode, args.retrain_epochs) + args.set
+                                     + [arg for item in mode_sets(mode, args.retrain_epochs, args.space, args.width) + args.set
                                         for arg in ("--set", item)])
             if code != 0:
                 return code

@@ -29,11 +29,12 @@ class IstaMobileSupernet(MobileChoices):
     def __init__(self, num_classes: int, *, width: float = 1.0, stem: str = "imagenet", in_channels: int = 3,
                  mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225),
                  proj_dims: int = 7, dist_limit: float = 1e-3, lasso_alpha: float = 1e-5,
-                 mixing: str = "normalized"):
+                 mixing: str = "normalized", param_limit: float | None = None):
         super().__init__(num_classes, width=width, stem=stem, in_channels=in_channels, mean=mean, std=std)
         if mixing not in ("normalized", "reference"):
             raise ValueError(f"mixing must be 'normalized' or 'reference', got {mixing!r}")
         self.weight_mixing, self.proj_dims, self.dist_limit, self.lasso_alpha = mixing, proj_dims, dist_limit, lasso_alpha
+        self.param_limit = param_limit  # M parameters a candidate must stay under (DHA's size check)
         self.ops_of = [[k for k, ok in enumerate(row) if ok] for row in self.allowed.tolist()]
         layers = len(self.ops_of)
         self.z = nn.ParameterList(nn.Parameter(1e-3 * torch.randn(proj_dims)) for _ in range(layers))
@@ -130,18 +131,32 @@ class IstaMobileSupernet(MobileChoices):
         with torch.no_grad():
             frozen = self.frozen.tolist()
             recovered = self._recover([i for i, f in enumerate(frozen) if not f])
-            dists = {}
-            for i, code in recovered.items():
-                old = getattr(self, f"code_{i}")
-                dists[i] = float((code - old).norm())
-                old.copy_(code)
-                if epoch > 0 and dists[i] <= self.dist_limit:
-                    self.frozen[i] = True
-            self._install()
-            self._apply_trainability()
-        return {"accepted": True, "code_change": sum(dists.values()), "frozen_nodes": int(self.frozen.sum()),
+            dists = {i: float((code - getattr(self, f"code_{i}")).norm()) for i, code in recovered.items()}
+            size = self._candidate_params_m(recovered)
+            accepted = self.param_limit is None or size < self.param_limit
+            if accepted:  # a rejected candidate changes nothing, freeze flags included
+                for i, code in recovered.items():
+                    getattr(self, f"code_{i}").copy_(code)
+                    if epoch > 0 and dists[i] <= self.dist_limit:
+                        self.frozen[i] = True
+                self._install()
+                self._apply_trainability()
+        return {"accepted": accepted, "candidate_params_m": size, "code_change": sum(dists.values()),
+                "frozen_nodes": int(self.frozen.sum()),
                 "node_code_change": {f"layer{i}": dists.get(i, 0.0) for i in range(len(self.ops_of))},
                 "node_frozen": {f"layer{i}": bool(f) for i, f in enumerate(self.frozen.tolist())}}
+
+    def _candidate_params_m(self, recovered: dict[int, torch.Tensor]) -> float:
+        """Parameters (M) of the discrete network the recovered codes would select (meta device)."""
+        if self.param_limit is None:
+            return float("nan")
+        ops = []
+        for i, allowed in enumerate(self.ops_of):
+            code = recovered.get(i, getattr(self, f"code_{i}"))
+            ops.append(LAYER_OPS[allowed[pick_support(code, 1, len(allowed), sparseness=1)[0]]])
+        with torch.device("meta"):
+            net = MobileNetwork(MobileGenotype(ops), **self.net_kwargs)
+        return sum(p.numel() for p in net.parameters()) / 1e6
 
     def should_stop(self) -> bool:
         """Every layer has converged."""

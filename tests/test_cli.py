@@ -122,6 +122,8 @@ SHIPPED = sorted(str(p.relative_to(REPO)) for p in (REPO / "conf").rglob("*.json
 
 
 def _mode_for(conf: str) -> str:
+    if "daas" in conf:
+        return "daas"
     if "demo" in conf:
         return "ista_single_doal"
     if conf.endswith("_darts.json"):
@@ -145,6 +147,7 @@ def test_shipped_configs_exist():
     for ds in ("cifar10", "cifar100", "flowers102", "sport8", "mit67", "imagenet"):
         assert f"{ds}_ista.json" in names and f"{ds}_ista_single.json" in names
     assert "cifar10_darts.json" in names and "digits.json" in names
+    assert {"cifar10_daas.json", "digits_daas.json", "imagenet_mobilenet_ista_single.json"} <= names
     assert json.loads((REPO / "conf/demo/digits.json").read_text())["dataset"]["name"] == "digits"
 
 

@@ -42,3 +42,15 @@ def test_codes_move_and_layers_freeze_only_when_they_stop_moving():
     info = net.on_epoch_end(1)
     assert net.frozen.all() and net.should_stop()  # nothing moved in between
     assert all(not z.requires_grad for z in net.z)
+
+
+def test_a_candidate_over_the_parameter_limit_is_rejected_and_changes_nothing():
+    net = _net(param_limit=0.001, dist_limit=1.0)
+    before = [getattr(net, f"code_{i}").clone() for i in range(16)]
+    with torch.no_grad():
+        for z in net.z:
+            z.add_(torch.randn_like(z))
+    info = net.on_epoch_end(1)
+    assert not info["accepted"] and info["candidate_params_m"] > 0.001 and not net.frozen.any()
+    assert all(torch.equal(b, getattr(net, f"code_{i}")) for i, b in enumerate(before))
+    assert _net(param_limit=100.0).on_epoch_end(1)["accepted"]
