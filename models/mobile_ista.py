@@ -17,6 +17,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from models.amp import autocast
 from models.ista import pick_support
 from models.mobile_supernet import MobileChoices
 from models.mobilenet import LAYER_OPS, MobileGenotype, MobileNetwork
@@ -112,10 +113,12 @@ class IstaMobileSupernet(MobileChoices):
     def forward_with_aux(self, x: torch.Tensor, with_aux: bool = True, probe: bool = False) -> tuple[torch.Tensor, None]:
         """Logits (each searchable layer runs its support op only) and no auxiliary logits."""
         weights = self.layer_weights()
-        x = self.trunk(x, probe)
-        for layer, column in enumerate(self._host_support):
-            x = self.run_op(layer, self.ops_of[layer][column], x, probe) * weights[layer]
-        return self.logits(x, probe), None
+        with autocast(x, self.amp):
+            x = self.trunk(x, probe)
+            for layer, column in enumerate(self._host_support):
+                x = self.run_op(layer, self.ops_of[layer][column], x, probe) * weights[layer]
+            logits = self.logits(x, probe)
+        return logits.float(), None
 
     def genotype(self) -> MobileGenotype:
         """The support op of every layer (what the network computes now)."""

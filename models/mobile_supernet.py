@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from models.amp import autocast
 from models.batchnorm import BatchNorm2d
 from models.cells import Normalize, weighted_sum
 from models.gdas import hard_gumbel
@@ -32,6 +33,7 @@ class MobileChoices(nn.Module):
                                mean=list(mean), std=list(std))
         self.drop_path_prob = 0.0
         self.memory_format = torch.contiguous_format
+        self.amp = "off"  # models/amp.py
         self.normalize = Normalize(mean, std)
         plan = layer_plan(width, stem)
         c_stem = make_divisible(STEM_CHANNELS * width)
@@ -113,10 +115,12 @@ class MobileSupernet(MobileChoices):
     def forward_with_aux(self, x: torch.Tensor, with_aux: bool = True, probe: bool = False) -> tuple[torch.Tensor, None]:
         """Logits and no auxiliary logits."""
         weights, active = self.mixing_weights()
-        x = self.trunk(x, probe)
-        for layer, ops in enumerate(active):
-            x = weighted_sum([weights[layer, k] for k in ops], [self.run_op(layer, k, x, probe) for k in ops])
-        return self.logits(x, probe), None
+        with autocast(x, self.amp):
+            x = self.trunk(x, probe)
+            for layer, ops in enumerate(active):
+                x = weighted_sum([weights[layer, k] for k in ops], [self.run_op(layer, k, x, probe) for k in ops])
+            logits = self.logits(x, probe)
+        return logits.float(), None
 
     def genotype(self) -> MobileGenotype:
         """The arg-max allowed op of every searchable layer."""

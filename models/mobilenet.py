@@ -16,6 +16,7 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import nn
 
+from models.amp import autocast
 from models.batchnorm import BatchNorm2d
 from models.cells import Normalize
 from models.operations import Layers
@@ -156,6 +157,7 @@ class MobileNetwork(nn.Module):
                            dropout=dropout, mean=list(mean), std=list(std))
         self.drop_path_prob = 0.0  # set by the training loop; no drop path in this space
         self.memory_format = torch.contiguous_format
+        self.amp = "off"  # models/amp.py
         self.normalize = Normalize(mean, std)
         c_stem = make_divisible(STEM_CHANNELS * width)
         self.stem = Layers(nn.Conv2d(in_channels, c_stem, 3, 1 if stem == "cifar" else 2, 1, bias=False),
@@ -180,7 +182,9 @@ class MobileNetwork(nn.Module):
     def forward_with_aux(self, x: torch.Tensor, with_aux: bool = True,
                          probe: bool = False) -> tuple[torch.Tensor, None]:
         """Logits and no auxiliary logits (the space has no auxiliary head)."""
-        return self.classifier(self.features(x, probe)), None
+        with autocast(x, self.amp):
+            logits = self.classifier(self.features(x, probe))
+        return logits.float(), None
 
     def forward(self, x: torch.Tensor, probe: bool = False) -> torch.Tensor:
         """x: [N, C, H, W] float in [0, 1] -> logits."""

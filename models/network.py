@@ -7,6 +7,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from models.amp import autocast
 from models.cells import Activations, AuxiliaryHead, Cell, Normalize, Stem, aux_channels, cell_plan
 from models.genotypes import Genotype, genotype_from_dict
 from models.operations import global_avg_pool
@@ -25,6 +26,7 @@ class Network(nn.Module):
                            mean=list(mean), std=list(std))
         self.drop_path_prob = 0.0
         self.memory_format = torch.contiguous_format
+        self.amp = "off"  # models/amp.py
         self.layers = layers
         self.normalize = Normalize(mean, std)
         self.stem = Stem(stem, in_channels, init_channels)
@@ -44,14 +46,16 @@ class Network(nn.Module):
         probe: a training-mode forward that leaves the network alone (batch statistics without
         running-statistic updates, no drop path), e.g. the hypergradient's validation pass.
         """
-        s0, s1 = self.stem(self.normalize(x).contiguous(memory_format=self.memory_format), probe)
-        aux, acts = None, Activations(probe)
-        drop = 0.0 if probe else self.drop_path_prob
-        for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, drop, acts)
-            if i == self.aux_index and self.aux_head is not None and self.training and with_aux:
-                aux = self.aux_head(s1, probe)
-        return self.classifier(global_avg_pool(s1)), aux
+        with autocast(x, self.amp):
+            s0, s1 = self.stem(self.normalize(x).contiguous(memory_format=self.memory_format), probe)
+            aux, acts = None, Activations(probe)
+            drop = 0.0 if probe else self.drop_path_prob
+            for i, cell in enumerate(self.cells):
+                s0, s1 = s1, cell(s0, s1, drop, acts)
+                if i == self.aux_index and self.aux_head is not None and self.training and with_aux:
+                    aux = self.aux_head(s1, probe)
+            logits = self.classifier(global_avg_pool(s1))
+        return logits.float(), None if aux is None else aux.float()
 
     def forward(self, x: torch.Tensor, probe: bool = False) -> torch.Tensor:
         """x: [N, C, H, W] float in [0, 1] -> logits [N, num_classes]. (`probe`: see `forward_with_aux`)"""

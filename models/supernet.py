@@ -6,6 +6,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from models.amp import autocast
 from models.cells import Activations, AuxiliaryHead, Normalize, SearchCell, Stem, aux_channels, cell_plan
 from models.genotypes import Genotype
 from models.operations import global_avg_pool
@@ -28,6 +29,7 @@ class Supernet(nn.Module):
         self.num_edges = sum(n + 2 for n in range(steps))
         self.drop_path_prob = 0.0
         self.memory_format = torch.contiguous_format
+        self.amp = "off"  # models/amp.py
         self.net_kwargs = dict(init_channels=init_channels, num_classes=num_classes, layers=layers,
                                auxiliary=auxiliary, stem=stem, in_channels=in_channels,
                                mean=list(mean), std=list(std))
@@ -95,17 +97,19 @@ class Supernet(nn.Module):
         """
         w_normal, w_reduce = self.mixing_weights()
         a_normal, a_reduce = self.active_ops()
-        s0, s1 = self.stem(self.normalize(x).contiguous(memory_format=self.memory_format), probe)
-        aux, acts = None, Activations(probe)
-        drop = 0.0 if probe else self.drop_path_prob
-        for i, cell in enumerate(self.cells):
-            if cell.reduction:
-                s0, s1 = s1, cell(s0, s1, w_reduce, a_reduce, drop, acts)
-            else:
-                s0, s1 = s1, cell(s0, s1, w_normal, a_normal, drop, acts)
-            if i == self.aux_index and self.aux_head is not None and self.training and with_aux:
-                aux = self.aux_head(s1, probe)
-        return self.classifier(global_avg_pool(s1)), aux
+        with autocast(x, self.amp):
+            s0, s1 = self.stem(self.normalize(x).contiguous(memory_format=self.memory_format), probe)
+            aux, acts = None, Activations(probe)
+            drop = 0.0 if probe else self.drop_path_prob
+            for i, cell in enumerate(self.cells):
+                if cell.reduction:
+                    s0, s1 = s1, cell(s0, s1, w_reduce, a_reduce, drop, acts)
+                else:
+                    s0, s1 = s1, cell(s0, s1, w_normal, a_normal, drop, acts)
+                if i == self.aux_index and self.aux_head is not None and self.training and with_aux:
+                    aux = self.aux_head(s1, probe)
+            logits = self.classifier(global_avg_pool(s1))
+        return logits.float(), None if aux is None else aux.float()
 
     def forward(self, x: torch.Tensor, probe: bool = False) -> torch.Tensor:
         """x: [N, C, H, W] float in [0, 1] -> logits. (`probe`: see `forward_with_aux`)"""

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from models.amp import set_amp
 from models.network import count_params_m, set_channels_last
 from models.summary import count_madds_m
 from search.data import RunData, build_eval_transform, build_train_augment
@@ -99,7 +100,8 @@ def run_mode(cfg: RunConfig, mode: Mode, device: torch.device, run_dir: Path, lo
         stage = build_stage(cfg, mode, len(mode.stages) - 1, state, device, logger, run_data)
         stage.searcher.load_carry_state(state.carry)
     final = stage.net.derive_model() if stage.spec.kind is Kind.CONTINUE else stage.net
-    metrics = _finish(cfg, mode, set_channels_last(final, cfg.channels_last), stage, state, device, run_dir, logger,
+    final = set_amp(set_channels_last(final, cfg.channels_last), "off")  # the ready model runs in float32
+    metrics = _finish(cfg, mode, final, stage, state, device, run_dir, logger,
                       clock())
     state.finished = True
     save_checkpoint(run_dir / "checkpoint.pt", mode.name, config_to_dict(cfg), state)

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from datasets import DataSplits
+from models.amp import set_amp
 from models.network import set_channels_last
 from search.build import (MOBILENET_SEARCHES, StageSections, build_arch_step, build_fixed_policy, build_policy_step, build_stage_net,
                           build_weight_update,
@@ -68,7 +69,7 @@ def build_stage(cfg: RunConfig, mode: Mode, index: int, previous: RunState, devi
     # Building consumes the RNG: seed it per stage so a resumed run builds the same objects.
     torch.manual_seed(derive_seed(cfg.seed, index, 10**6))
     net = build_stage_net(cfg, mode, index, data, previous.genotype()).to(device)
-    net = set_channels_last(net, cfg.channels_last)
+    net = set_amp(set_channels_last(net, cfg.channels_last), cfg.amp)
     policy_step = build_policy_step(spec, sec, device, previous.policy_export)
     epochs = stage_epochs(spec, sec.train)
     loop = LoopConfig(stage=spec.kind.value, stage_index=index, epochs=epochs, seed=cfg.seed,
