@@ -22,6 +22,7 @@ class WeightUpdate:
     `values(epoch)` and a state), set at the start of each epoch."""
 
     hyper: HyperGradient | None = None  # what learns lr / wd (None: the schedule sets them)
+    note: str = ""  # a line for the run's log about how the update runs (empty: nothing to say)
 
     def __init__(self, optimizer: torch.optim.SGD, schedule=None):
         self.optimizer, self.schedule = optimizer, schedule

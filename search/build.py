@@ -21,6 +21,7 @@ from models.mobile_ista import IstaMobileSupernet
 from models.mobile_supernet import MobileSupernet
 from models.mobilenet import MobileGenotype, MobileNetwork
 from models.network import Network, network_params_m
+from models.summary import count_madds_m
 from search.arch_step import (ArchStep, FirstOrderArchStep, JointArchStep, SecondOrderArchStep,
                               make_arch_optimizer)
 from search.modes import ArchUpdate, Augment, Kind, Mode, Sections, Space, StageSpec
@@ -283,8 +284,33 @@ def build_hyper(sec: StageSections) -> HyperGradient:
                          h_weight_decay=h.h_weight_decay, every=h.every, signal=h.signal)
 
 
-def build_weight_update(spec: StageSpec, sec: StageSections, net: nn.Module, epochs: int) -> WeightUpdate:
-    """SGD over the weights at a scheduled lr / wd, or at learned ones."""
+# The hypergradient's validation pass overlaps the next training step (CPU) only while a step is
+# small. Measured on 2 cores: at C=8, 5 cells, batch 32 (0.22 G multiply-adds per training forward)
+# ista_single_doal runs at 1.53-1.74x ista_single_nor with the overlap, 1.89x without; at DHA's size
+# (C=36, 20 cells, batch 96: 42.8 G) the overlap is 22% slower and takes 67% more memory
+# (bench/memory.py: 13.1 s / 15,827 MiB against 10.7 s / 9,467 MiB). The limit lies between the two.
+OVERLAP_MAX_GMADDS = 3.0
+
+
+def overlap_choice(net: nn.Module, sec: StageSections, channels: int) -> tuple[bool, str]:
+    """Whether the validation pass runs beside the next step, and why (for the log)."""
+    if not sec.hpo.overlap or sec.hpo.reference_val_pass:
+        return False, "not overlapped (hpo.overlap is false or hpo.reference_val_pass is true)"
+    if next(net.parameters()).device.type != "cpu":
+        return False, "not overlapped (the overlap is for CPUs, whose small ops leave threads idle)"
+    gmadds = count_madds_m(net, sec.arch.input_size, channels) * sec.dataset.batch_size / 1e3
+    if gmadds > OVERLAP_MAX_GMADDS:
+        return False, (f"not overlapped: a training forward is {gmadds:.1f} G multiply-adds, above "
+                       f"{OVERLAP_MAX_GMADDS} G, where its ops already use every thread and the overlap "
+                       f"measured slower and much larger (a second graph)")
+    return True, (f"overlapped with the next step: a training forward is {gmadds:.2f} G multiply-adds, at most "
+                  f"{OVERLAP_MAX_GMADDS} G, where ops leave threads idle")
+
+
+def build_weight_update(spec: StageSpec, sec: StageSections, net: nn.Module, epochs: int,
+                        channels: int = 3) -> WeightUpdate:
+    """SGD over the weights at a scheduled lr / wd, or at learned ones (`note` says whether and why
+    the hypergradient's validation pass overlaps the next step)."""
     optimizer = torch.optim.SGD(net.weight_parameters(), lr=sec.train.w_lr, momentum=sec.train.w_momentum,
                                 weight_decay=sec.train.w_weight_decay)
     if not spec.hpo:
@@ -293,4 +319,7 @@ def build_weight_update(spec: StageSpec, sec: StageSections, net: nn.Module, epo
     # The reference's validation pass is a plain training forward (it moves the BN statistics), so
     # it cannot overlap the next training pass; ours is a probe that writes nothing.
     val_forward = net if h.reference_val_pass else partial(net, probe=True)
-    return HyperUpdate(optimizer, build_hyper(sec), val_forward, background=h.overlap and not h.reference_val_pass)
+    background, note = overlap_choice(net, sec, channels)
+    update = HyperUpdate(optimizer, build_hyper(sec), val_forward, background=background)
+    update.note = f"hypergradient validation pass {note}"
+    return update

@@ -78,7 +78,10 @@ def build_stage(cfg: RunConfig, mode: Mode, index: int, previous: RunState, devi
                       max_steps=sec.train.max_steps_per_epoch, log_every=cfg.log_every,
                       progress=progress_enabled(cfg.progress), searching=spec.kind is Kind.SEARCH,
                       nan_patience=sec.train.nan_patience)
-    searcher = Searcher(net, build_weight_update(spec, sec, net, epochs), build_arch_step(spec, net, sec), policy_step,
+    weight_update = build_weight_update(spec, sec, net, epochs, data.channels)
+    if weight_update.note:
+        logger.info(weight_update.note)
+    searcher = Searcher(net, weight_update, build_arch_step(spec, net, sec), policy_step,
                         build_train_augment(sec.dataset, sec.arch, data).to(device), loaders["train"],
                         loaders["val_stream"], loaders["val"], device, loop, logger,
                         eval_transform=build_eval_transform(sec.dataset, sec.arch, data, device))
