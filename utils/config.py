@@ -109,7 +109,7 @@ class HpoConfig:
     every: int = 1  # update the hyper-parameters every N steps
     signal: str = "val"  # val (DHA) | train (hypergradient descent of Baydin et al.)
     reference_val_pass: bool = False  # true: the val pass updates BN running stats and keeps drop path (DHA)
-    overlap: bool = True  # CPU: step t's val pass runs on a helper thread beside step t+1's training pass
+    overlap: bool = True  # CPU: step t's val pass may run on a helper thread beside step t+1's training pass, where that pays (small steps; the log says)
 
 
 @dataclass
