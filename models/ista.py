@@ -40,13 +40,22 @@ def pick_support(code: torch.Tensor, n_inputs: int, n_ops: int, sparseness: int 
     return sorted(int(e) * n_ops + int(op[e]) for e in edges)
 
 
+def converged(change: float, code: torch.Tensor, dist_limit: float, relative_limit: float | None = None) -> bool:
+    """Whether a node's code has settled: it moved by at most `relative_limit` times its norm
+    (scale-free) or, without a relative limit, by at most `dist_limit` (DHA's absolute rule)."""
+    if relative_limit is not None:
+        return change <= relative_limit * float(code.norm())
+    return change <= dist_limit
+
+
 class IstaSupernet(Supernet):
     """Two-stage (`single_stage=False`) or single-stage (DHA) ISTA supernet."""
 
     def __init__(self, *, single_stage: bool, init_channels: int, num_classes: int, layers: int,
                  steps: int = 4, proj_dims: int = 7, sparseness: int = 2, stem: str = "cifar",
                  in_channels: int = 3, mean: Sequence[float] = (0.5,) * 3, std: Sequence[float] = (0.25,) * 3,
-                 auxiliary: bool = False, dist_limit: float = 1e-3, param_limit: float | None = None,
+                 auxiliary: bool = False, dist_limit: float = 1e-3, relative_limit: float | None = None,
+                 param_limit: float | None = None,
                  size_fn: Callable[[Genotype], float] | None = None, lasso_alpha: float = 1e-5,
                  measurement: str = "gaussian", reference_selection: bool = False,
                  lasso_intercept: bool = False, mixing: str = "normalized"):
@@ -63,7 +72,7 @@ class IstaSupernet(Supernet):
         self.single_stage = single_stage
         self.proj_dims = proj_dims
         self.sparseness = sparseness
-        self.dist_limit = dist_limit
+        self.dist_limit, self.relative_limit = dist_limit, relative_limit
         self.param_limit = param_limit
         self.size_fn = size_fn
         self.lasso_alpha = lasso_alpha
@@ -234,7 +243,8 @@ class IstaSupernet(Supernet):
                     frozen = getattr(self, f"frozen_{t}")
                     for i in range(self.steps):
                         self._buf("code", t, i).copy_(candidates[t, i])
-                        if self.single_stage and epoch > 0 and not frozen[i] and dists[t, i] <= self.dist_limit:
+                        if self.single_stage and epoch > 0 and not frozen[i] and \
+                                converged(dists[t, i], candidates[t, i], self.dist_limit, self.relative_limit):
                             frozen[i] = True
                     self._install(t)
                 self._apply_trainability()

@@ -8,7 +8,8 @@ w = [z^T A_S - (A^T A - I)_S^T x_S]_s, linear in z (as models/ista.py). With `mi
 the value of w is 1, as in the discrete network, and its gradient is the raw weight's (straight
 through): a single op's weight normalised to magnitude 1 would carry no gradient at all, and DHA's raw
 O(1e-3) weight (`mixing="reference"`) starves the layer. A layer freezes once its code moves by at
-most `dist_limit` in an epoch (not after the first); the search stops when all froze.
+most `dist_limit` (or `relative_limit` times its norm) in an epoch, not after the first; the search
+stops when all froze.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 from models.amp import autocast
-from models.ista import pick_support
+from models.ista import converged, pick_support
 from models.mobile_supernet import MobileChoices
 from models.mobilenet import LAYER_OPS, MobileGenotype, MobileNetwork
 from models.sparse import lasso
@@ -29,13 +30,15 @@ class IstaMobileSupernet(MobileChoices):
 
     def __init__(self, num_classes: int, *, width: float = 1.0, stem: str = "imagenet", in_channels: int = 3,
                  mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225),
-                 proj_dims: int = 7, dist_limit: float = 1e-3, lasso_alpha: float = 1e-5,
+                 proj_dims: int = 7, dist_limit: float = 1e-3, relative_limit: float | None = None,
+                 lasso_alpha: float = 1e-5,
                  mixing: str = "normalized", param_limit: float | None = None):
         super().__init__(num_classes, width=width, stem=stem, in_channels=in_channels, mean=mean, std=std)
         if mixing not in ("normalized", "reference"):
             raise ValueError(f"mixing must be 'normalized' or 'reference', got {mixing!r}")
         self.weight_mixing, self.proj_dims, self.dist_limit, self.lasso_alpha = mixing, proj_dims, dist_limit, lasso_alpha
         self.param_limit = param_limit  # M parameters a candidate must stay under (DHA's size check)
+        self.relative_limit = relative_limit
         self.ops_of = [[k for k, ok in enumerate(row) if ok] for row in self.allowed.tolist()]
         layers = len(self.ops_of)
         self.z = nn.ParameterList(nn.Parameter(1e-3 * torch.randn(proj_dims)) for _ in range(layers))
@@ -140,7 +143,7 @@ class IstaMobileSupernet(MobileChoices):
             if accepted:  # a rejected candidate changes nothing, freeze flags included
                 for i, code in recovered.items():
                     getattr(self, f"code_{i}").copy_(code)
-                    if epoch > 0 and dists[i] <= self.dist_limit:
+                    if epoch > 0 and converged(dists[i], code, self.dist_limit, self.relative_limit):
                         self.frozen[i] = True
                 self._install()
                 self._apply_trainability()

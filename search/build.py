@@ -80,13 +80,15 @@ def _ista_supernet(sec: StageSections, data: DataSplits, size_arch: ArchConfig, 
     if arch.space == "mobilenet":  # single stage only (check_inputs refuses the two-stage modes)
         return IstaMobileSupernet(data.num_classes, width=arch.width, stem=stem_for(arch), in_channels=data.channels,
                                   mean=list(data.mean), std=list(data.std), proj_dims=arch.proj_dims,
-                                  dist_limit=arch.dist_limit, lasso_alpha=arch.lasso_alpha, mixing=arch.mixing,
+                                  dist_limit=arch.dist_limit, relative_limit=arch.relative_limit,
+                                  lasso_alpha=arch.lasso_alpha, mixing=arch.mixing,
                                   param_limit=arch.param_limit)
     size_fn = partial(network_params_m, init_channels=size_arch.init_channels, num_classes=data.num_classes,
                       layers=size_arch.layers, stem=stem_for(size_arch), in_channels=data.channels)
     return IstaSupernet(single_stage=single_stage, steps=arch.steps, proj_dims=arch.proj_dims,
                         sparseness=arch.sparseness, auxiliary=arch.auxiliary and arch.aux_weight > 0,
-                        dist_limit=arch.dist_limit, param_limit=arch.param_limit, size_fn=size_fn,
+                        dist_limit=arch.dist_limit, relative_limit=arch.relative_limit,
+                        param_limit=arch.param_limit, size_fn=size_fn,
                         lasso_alpha=arch.lasso_alpha, measurement=arch.measurement,
                         reference_selection=arch.reference_selection, lasso_intercept=arch.lasso_intercept,
                         mixing=arch.mixing, **_network_kwargs(arch, data))

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from models.genotypes import PRIMITIVES_ISTA, Genotype, genotype_from_dict
-from models.ista import TYPES, IstaSupernet, pick_support
+from models.ista import TYPES, IstaSupernet, converged, pick_support
 from models.network import Network
 
 K = len(PRIMITIVES_ISTA)
@@ -291,6 +291,28 @@ def test_single_stage_freezes_only_converged_nodes():
     # once it stops moving, it freezes too
     net.on_epoch_end(2)
     assert net.should_stop()
+
+
+def test_the_relative_rule_is_scale_free_and_the_absolute_one_is_not():
+    code, change = torch.tensor([0.3, -0.4]), 0.02  # 4% of the code's norm 0.5
+    assert converged(change, code, 1e-3, 0.05) and not converged(change, code, 1e-3, 0.03)
+    for scale in (1e-3, 1.0, 1e3):  # the same decision at every scale of the codes
+        assert converged(change * scale, code * scale, 1e-3, 0.05)
+    assert [converged(change * s, code * s, 1e-3) for s in (1e-3, 1.0)] == [True, False]
+
+
+def test_with_a_relative_limit_a_node_freezes_once_its_code_moves_little_for_its_size():
+    net = make(True, relative_limit=0.05)
+    with torch.no_grad():
+        for z in list(net.z_normal) + list(net.z_reduce):
+            z.mul_(1000.0)  # codes of size O(1): their epoch-to-epoch noise dwarfs DHA's 1e-3
+    net.on_epoch_end(1)
+    assert not net.frozen_normal.any()  # each code jumped from O(1e-3) to O(1)
+    with torch.no_grad():
+        for z in list(net.z_normal) + list(net.z_reduce):
+            z.mul_(1.01)  # a 1% move: under 5% of its size, far above an absolute 1e-3
+    net.on_epoch_end(2)
+    assert net.frozen_normal.all() and net.frozen_reduce.all()
 
 
 def test_two_stage_never_freezes_nodes():

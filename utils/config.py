@@ -78,6 +78,7 @@ class ArchConfig:
     aux_weight: float = 0.4  # weight of the auxiliary loss; 0 = no auxiliary head
     param_limit: Optional[float] = None  # ISTA: reject architectures with >= this many M parameters
     dist_limit: float = 1e-3  # single-stage ISTA: freeze a node once its code moves less than this
+    relative_limit: Optional[float] = None  # ... or, when set, once it moves by at most this fraction of its norm (scale-free)
     lasso_alpha: float = 1e-5  # ISTA: L1 weight of the sparse recovery
     measurement: str = "gaussian"  # ISTA measurement matrices: gaussian | uniform (the reference's)
     mixing: str = "normalized"  # ISTA: per node, weights scaled to sum |w| = sparseness (ours) | reference (DHA's raw weights)

@@ -109,6 +109,8 @@ def _arch(a: ArchConfig, sec: str) -> None:
     _check(a.sparseness == 2, f"config key '{sec}.sparseness' must be 2 (the cell has two inputs per node), got {a.sparseness}")
     _choice(a.measurement, f"{sec}.measurement", ("gaussian", "uniform"))
     _check(a.lasso_alpha > 0, f"config key '{sec}.lasso_alpha' must be positive, got {a.lasso_alpha}")
+    _check(a.relative_limit is None or 0 < a.relative_limit <= 1,
+           f"config key '{sec}.relative_limit' must be in (0, 1], got {a.relative_limit}")
     _check(a.param_limit is None or a.param_limit > 0, f"config key '{sec}.param_limit' must be positive, got {a.param_limit}")
     _choice(a.space, f"{sec}.space", ("darts", "mobilenet"))
     _check(0.05 <= a.width <= 4, f"config key '{sec}.width' must be in [0.05, 4], got {a.width}")
