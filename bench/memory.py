@@ -14,11 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -26,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from step_time import make_searcher  # noqa: E402
+from step_time import child_json, make_searcher, measure_steps  # noqa: E402
 
 DHA = dict(init_channels=36, layers=20, batch_size=96)
 DARTS = dict(init_channels=16, layers=8, batch_size=64)
@@ -40,35 +36,12 @@ def measure(data_dir: str, row: int, amp: str, steps: int, warmup: int, threads:
     """In this process: build the row, run warmup + steps; memory and seconds per step."""
     torch.set_num_threads(threads)
     mode, overrides, size = ROWS[row]
-    dev = torch.device(device)
     if overrides.get("overlap") == "forced":
         import search.build
         search.build.OVERLAP_MAX_GMADDS = float("inf")
     sets = {k: v for k, v in overrides.items() if k != "overlap"}
-    searcher = make_searcher(data_dir, mode, {**sets, "amp": amp}, dev, **size)
-    batches = iter(searcher.train_loader)
-    cached = [next(batches) for _ in range(2)]
-    built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
-    times = []
-    for i in range(warmup + steps):
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        start = time.perf_counter()
-        searcher.train_step(*cached[i % 2])
-        searcher.step += 1
-        searcher.weight_update.finish_pending()
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result = {"seconds": statistics.median(times), "batch": size["batch_size"], "peak_rss_mib": peak,
-              "step_rss_mib": peak - built}
-    if dev.type == "cuda":
-        result["cuda_peak_mib"] = torch.cuda.max_memory_allocated(dev) / 2**20
-    return result
+    searcher = make_searcher(data_dir, mode, {**sets, "amp": amp}, torch.device(device), **size)
+    return {**measure_steps(searcher, steps, warmup, torch.device(device)), "batch": size["batch_size"]}
 
 
 def _label(mode: str, overrides: dict, size: dict, amp: str) -> str:
@@ -98,11 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for row in range(len(ROWS)):
         for amp in amps:
-            out = subprocess.run([sys.executable, __file__, args.data_dir, "--row", str(row), "--amp", amp,
-                                  "--steps", str(args.steps), "--warmup", str(args.warmup),
-                                  "--threads", str(args.threads), "--device", args.device],
-                                 capture_output=True, text=True, check=True)
-            results.append((_label(*ROWS[row], amp), json.loads(out.stdout.strip().splitlines()[-1])))
+            results.append((_label(*ROWS[row], amp), child_json(
+                [__file__, args.data_dir, "--row", str(row), "--amp", amp, "--steps", str(args.steps),
+                 "--warmup", str(args.warmup), "--threads", str(args.threads), "--device", args.device])))
     memory_key = "cuda_peak_mib" if args.device.startswith("cuda") else "peak_rss_mib"
     print(f"{'step':<52} {'s/step':>8} {'images/s':>9} {'peak MiB':>9} {'step MiB':>9}")
     for label, r in results:

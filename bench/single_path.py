@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -25,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from step_time import make_searcher, time_modes  # noqa: E402
+from step_time import child_json, make_searcher, measure_steps, time_modes  # noqa: E402
 
 ROWS = [("darts", {"train_architecture.order": 1}), ("darts", {}), ("daas", {})]
 SIZE = dict(init_channels=16, layers=8, batch_size=64)
@@ -39,15 +37,8 @@ def peak_growth_mib(data_dir: str, row: int, steps: int, threads: int) -> float:
     """In this process: build row `row`, run `steps` steps; peak RSS growth (MiB) over the steps."""
     torch.set_num_threads(threads)
     mode, overrides = ROWS[row]
-    searcher = make_searcher(data_dir, mode, overrides, torch.device("cpu"), **SIZE)
-    batches = iter(searcher.train_loader)
-    cached = [next(batches) for _ in range(2)]
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    for i in range(steps):
-        searcher.train_step(*cached[i % 2])
-        searcher.step += 1
-    searcher.weight_update.finish_pending()
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024  # Linux: KiB
+    device = torch.device("cpu")
+    return measure_steps(make_searcher(data_dir, mode, overrides, device, **SIZE), steps, 0, device)["step_rss_mib"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,11 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.memory_row is not None:
         print(json.dumps({"mib": peak_growth_mib(args.data_dir, args.memory_row, 3, args.threads)}))
         return 0
-    memory = []
-    for row in range(len(ROWS)):
-        out = subprocess.run([sys.executable, __file__, args.data_dir, "--memory_row", str(row),
-                              "--threads", str(args.threads)], capture_output=True, text=True, check=True)
-        memory.append(json.loads(out.stdout.strip().splitlines()[-1])["mib"])
+    memory = [child_json([__file__, args.data_dir, "--memory_row", str(row), "--threads", str(args.threads)])["mib"]
+              for row in range(len(ROWS))]
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
     searchers = [make_searcher(args.data_dir, mode, overrides, device, **SIZE) for mode, overrides in ROWS]

@@ -13,7 +13,10 @@ torch.utils.flop_counter, forward and backward).
 from __future__ import annotations
 
 import argparse
+import json
+import resource
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -49,6 +52,39 @@ def make_searcher(data_dir: str, mode_name: str, overrides: dict, device: torch.
     searcher.start_epoch(0)
     searcher.net.train()
     return searcher
+
+
+def measure_steps(searcher, steps: int, warmup: int, device: torch.device) -> dict:
+    """In this process: run warmup + steps training steps on two cached batches; the median seconds
+    of the timed ones, the peak RSS (MiB) and its growth over the steps, on CUDA the peak allocated."""
+    batches = iter(searcher.train_loader)
+    cached = [next(batches) for _ in range(2)]
+    built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for i in range(warmup + steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        searcher.train_step(*cached[i % 2])
+        searcher.step += 1
+        searcher.weight_update.finish_pending()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result = {"seconds": statistics.median(times), "peak_rss_mib": peak, "step_rss_mib": peak - built}
+    if device.type == "cuda":
+        result["cuda_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return result
+
+
+def child_json(argv: list[str]) -> dict:
+    """Run `python argv...` in a child process (peak memory is per process); its last stdout line as JSON."""
+    out = subprocess.run([sys.executable, *argv], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def time_modes(searchers: list, steps: int, warmup: int, device: torch.device, block: int = 5,
