@@ -39,7 +39,6 @@ class IstaMobileSupernet(MobileChoices):
         self.weight_mixing, self.proj_dims, self.dist_limit, self.lasso_alpha = mixing, proj_dims, dist_limit, lasso_alpha
         self.param_limit = param_limit  # M parameters a candidate must stay under (DHA's size check)
         self.relative_limit = relative_limit
-        self.ops_of = [[k for k, ok in enumerate(row) if ok] for row in self.allowed.tolist()]
         layers = len(self.ops_of)
         self.z = nn.ParameterList(nn.Parameter(1e-3 * torch.randn(proj_dims)) for _ in range(layers))
         for layer, ops in enumerate(self.ops_of):
@@ -186,10 +185,11 @@ class IstaMobileSupernet(MobileChoices):
             getattr(net, name).load_state_dict(getattr(self, name).state_dict())
         searchable = [i for i, spec in enumerate(net.plan) if spec.searchable]
         fixed = [i for i, spec in enumerate(net.plan) if not spec.searchable]
+        weights = self.layer_weights().detach()
         with torch.no_grad():
             for i, block in zip(fixed, self.fixed):
                 net.layers[i].load_state_dict(block.state_dict())
             for layer, (i, column) in enumerate(zip(searchable, self._host_support)):
                 net.layers[i].load_state_dict(self.choices[layer][self.ops_of[layer][column]].state_dict())
-                net.layer_scale[i] = self.layer_weights()[layer].detach()
+                net.layer_scale[i] = weights[layer]
         return net

@@ -47,6 +47,8 @@ class MobileChoices(nn.Module):
             for s in searchable)
         allowed = torch.tensor([[op != "skip" or s.skip_allowed for op in LAYER_OPS] for s in searchable])
         self.register_buffer("allowed", allowed, persistent=False)
+        # The same as host lists (LAYER_OPS indices), so a forward decides which ops run without a sync.
+        self.ops_of = [[k for k, ok in enumerate(row) if ok] for row in allowed.tolist()]
         c_head = make_divisible(HEAD_CHANNELS * max(1.0, width))
         self.head = Layers(nn.Conv2d(plan[-1].c_out, c_head, 1, bias=False), BatchNorm2d(c_head), nn.ReLU6(inplace=True))
         self.classifier = nn.Sequential(nn.Dropout(0.0), nn.Linear(c_head, num_classes))
@@ -108,7 +110,7 @@ class MobileSupernet(MobileChoices):
             return weights, [[k] for k in index.tolist()]
         if self.training:
             weights = logits.softmax(dim=-1)
-            return weights, [[k for k, ok in enumerate(row) if ok] for row in self.allowed.tolist()]
+            return weights, self.ops_of
         index = logits.argmax(dim=-1)
         return torch.zeros_like(logits).scatter_(-1, index.unsqueeze(-1), 1.0).detach(), [[k] for k in index.tolist()]
 
