@@ -19,7 +19,7 @@ from torch import nn
 from augment.apply import apply_per_sample, random_signs
 from augment.estimators import score_function_loss
 from augment.ops import OPS
-from augment.pair_policy import pair_entropy, pair_marginals, sample_pairs
+from augment.pair_policy import pair_entropy, pair_marginals, pair_matrix_image, sample_pairs, top_pairs
 from augment.policy import AugmentPolicy
 
 
@@ -86,8 +86,7 @@ class SubPolicyDistribution(AugmentPolicy):
 
     def matrix_image(self) -> torch.Tensor:
         """P scaled by its maximum, [1, K, K]."""
-        p = self.pair_probabilities().detach()
-        return (p / p.max()).float().unsqueeze(0).cpu()
+        return pair_matrix_image(self.pair_probabilities())
 
     def mean_magnitudes(self) -> dict[str, float]:
         """Per op, the expected magnitude (fraction of its full range) under Q."""
@@ -97,14 +96,10 @@ class SubPolicyDistribution(AugmentPolicy):
     def export(self, top_k: int = 10) -> dict:
         """JSON: ops, P, Q, the expected magnitude per op and the most likely pairs."""
         p = self.pair_probabilities().detach().cpu()
-        k = len(self.ops)
-        top = torch.topk(p.reshape(-1), min(top_k, k * k))
         return {"type": "pair_bins", "ops": list(self.ops), "bins": self.bins, "pair_probabilities": p.tolist(),
                 "bin_probabilities": self.bin_probabilities().detach().cpu().tolist(),
                 "mean_magnitudes": self.mean_magnitudes(), "entropy": float(self.entropy()),
-                "max_entropy": math.log(k * k),
-                "top_pairs": [{"ops": [self.ops[i // k], self.ops[i % k]], "probability": v}
-                              for v, i in zip(top.values.tolist(), top.indices.tolist())]}
+                "max_entropy": math.log(len(self.ops) ** 2), "top_pairs": top_pairs(self.ops, p, top_k)}
 
     @classmethod
     def from_probabilities(cls, ops: Sequence[str], pair_probabilities: torch.Tensor,

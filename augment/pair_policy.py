@@ -62,15 +62,26 @@ def pair_marginals(names: Sequence[str], probabilities: torch.Tensor) -> dict[st
     return dict(zip(names, marginal.tolist()))
 
 
+def top_pairs(names: Sequence[str], probabilities: torch.Tensor, top_k: int = 10) -> list[dict]:
+    """The `top_k` most likely ordered pairs of a [K, K] probability matrix, for JSON."""
+    k = len(names)
+    top = torch.topk(probabilities.reshape(-1), min(top_k, k * k))
+    return [{"ops": [names[i // k], names[i % k]], "probability": p}
+            for p, i in zip(top.values.tolist(), top.indices.tolist())]
+
+
+def pair_matrix_image(probabilities: torch.Tensor) -> torch.Tensor:
+    """P scaled by its maximum, [1, K, K] float32 on the host (rows: first op, columns: second op)."""
+    p = probabilities.detach()
+    return (p / p.max()).float().unsqueeze(0).cpu()
+
+
 def pair_export(names: Sequence[str], probabilities: torch.Tensor, magnitude: float, top_k: int = 10,
                 level_scale: str = "reference") -> dict:
     """The JSON-safe part shared by the learned and the replayed pair policy."""
-    k = len(names)
-    top = torch.topk(probabilities.reshape(-1), min(top_k, k * k))
     return {"type": "pair", "ops": list(names), "pair_probabilities": probabilities.tolist(),
             "magnitude": float(magnitude), "level_scale": level_scale,
-            "top_pairs": [{"ops": [names[i // k], names[i % k]], "probability": p}
-                          for p, i in zip(top.values.tolist(), top.indices.tolist())]}
+            "top_pairs": top_pairs(names, probabilities, top_k)}
 
 
 class PairPolicy(AugmentPolicy):
@@ -166,8 +177,7 @@ class PairPolicy(AugmentPolicy):
 
     def matrix_image(self) -> torch.Tensor:
         """P scaled by its maximum, [1, K, K] float32 (rows: first op, columns: second op)."""
-        p = self.probabilities().detach()
-        return (p / p.max()).float().unsqueeze(0).cpu()
+        return pair_matrix_image(self.probabilities())
 
     def export(self, top_k: int = 10) -> dict:
         """JSON: ops, the pair probabilities P (not the Gumbel matrix), magnitude, temperature, top pairs."""
