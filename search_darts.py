@@ -76,6 +76,7 @@ def claim_run_dir(cfg, mode_name: str) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse, validate, run; returns the exit code (2 for bad input)."""
+    from utils.distributed import teardown
     try:
         return _main(argv)
     except UserError as exc:
@@ -85,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # before a run folder exists: nothing to resume
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        teardown()
 
 
 def _load(args: argparse.Namespace):
@@ -114,41 +117,30 @@ def _load(args: argparse.Namespace):
 
 def _main(argv: list[str] | None) -> int:
     args = make_parser().parse_args(argv)
-    import json
-
     import torch
 
     from search.stage import check_inputs
-    from search.state import tidy_for_resume
-    from utils.config import config_to_dict
     from utils.device import resolve_device
+    from utils.distributed import setup
 
     cfg, mode, state, notices = _load(args)
-    device = resolve_device(args.device, cfg.cudnn_benchmark, cfg.deterministic)
+    dist, device_name = setup(args.device)  # one process, or this one of a torchrun launch
+    device = resolve_device(device_name, cfg.cudnn_benchmark, cfg.deterministic)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
     if state is not None and state.finished:
         print(f"{args.resume} is finished; nothing to do (ready model: {Path(args.resume) / 'model.pt2'})")
         return 0
-    run_data = check_inputs(cfg, mode)  # before anything is written; the run reuses the data
+    run_data = check_inputs(cfg, mode, dist)  # before anything is written; the run reuses the data
     note = (f"note: ignoring keys of the original DHA configs that this tool does not use: {', '.join(notices)}"
             if notices else "")
     if args.dry_run:
         return _dry_run(cfg, mode, device, run_data, note)
 
     from search.pipeline import run_mode
-    from utils.checkpoint import atomic_write_text
-    from utils.logging import RunLogger
 
-    run_dir = Path(args.resume) if args.resume else claim_run_dir(cfg, mode.name)
-    try:
-        if state is not None:
-            tidy_for_resume(run_dir, state)
-        logger = RunLogger(run_dir)
-        atomic_write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n", run_dir / "config.json")
-    except OSError as exc:
-        raise UserError(f"cannot write in the run folder '{run_dir}': {exc.strerror or exc}") from None
+    run_dir, logger = _open_run_dir(args, cfg, mode, state, dist)
     logger.info(f"{'resuming' if state else 'starting'} {mode.name} on {device} in {run_dir}")
     if note:  # after every check: an error is always one line
         print(note, file=sys.stderr)
@@ -158,14 +150,46 @@ def _main(argv: list[str] | None) -> int:
             metrics = run_mode(cfg, mode, device, run_dir, logger, run_data, state, signals)
     except KeyboardInterrupt as exc:
         what = "terminated" if isinstance(exc, Terminated) else "interrupted"
-        print(f"{what}; the last checkpoint is kept: continue with  python search_darts.py --resume {run_dir}",
-              file=sys.stderr)
+        if dist.main:
+            print(f"{what}; the last checkpoint is kept: continue with  python search_darts.py --resume {run_dir}",
+                  file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
     finally:
         logger.close()
-    print(f"done: test top-1 {metrics['test_top1']:.4f}; ready model: {run_dir / 'model.pt2'}")
-    print(f"run directory: {run_dir}")
+    if dist.main:
+        print(f"done: test top-1 {metrics['test_top1']:.4f}; ready model: {run_dir / 'model.pt2'}")
+        print(f"run directory: {run_dir}")
     return 0
+
+
+def _open_run_dir(args: argparse.Namespace, cfg, mode, state, dist):
+    """(run folder, logger): the main process claims (or tidies, on resume) the folder and writes its
+    config.json; the others learn where it is and log nothing. A failure is every process's UserError."""
+    import json
+
+    from search.state import tidy_for_resume
+    from utils.checkpoint import atomic_write_text
+    from utils.config import config_to_dict
+    from utils.logging import RunLogger
+
+    outcome = None
+    if dist.main:
+        try:
+            run_dir = Path(args.resume) if args.resume else claim_run_dir(cfg, mode.name)
+            try:
+                if state is not None:
+                    tidy_for_resume(run_dir, state)
+                logger = RunLogger(run_dir)
+                atomic_write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n", run_dir / "config.json")
+            except OSError as exc:
+                raise UserError(f"cannot write in the run folder '{run_dir}': {exc.strerror or exc}") from None
+            outcome = ("ok", str(run_dir))
+        except UserError as exc:
+            outcome = ("error", str(exc))
+    status, value = dist.broadcast(outcome)
+    if status == "error":
+        raise UserError(value)
+    return Path(value), (logger if dist.main else RunLogger(None, quiet=True))
 
 
 def _dry_run(cfg, mode, device, run_data, note: str) -> int:

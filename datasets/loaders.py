@@ -57,8 +57,11 @@ class BatchLoader:
         seed: int,
         workers: int = 0,
         pin_memory: bool = False,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
-        """Configure iteration; nothing is loaded until iterated."""
+        """Configure iteration; nothing is loaded until iterated. `shard` = (rank, world): each of
+        `world` processes takes its slice of every global batch of batch_size * world items (in rank
+        order, so the slices put together are one process's batch of that size)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not isinstance(dataset, (TensorImageDataset, FileImageDataset)):
@@ -70,6 +73,7 @@ class BatchLoader:
         self.seed = seed
         self.workers = workers
         self.pin_memory = pin_memory
+        self.rank, self.world = shard
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -78,8 +82,8 @@ class BatchLoader:
 
     def __len__(self) -> int:
         """Number of batches per epoch."""
-        n = len(self.dataset)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        n, size = len(self.dataset), self.batch_size * self.world
+        return n // size if self.drop_last else math.ceil(n / size)
 
     def order(self) -> torch.Tensor:
         """Item indices in the order the current epoch visits them."""
@@ -91,26 +95,30 @@ class BatchLoader:
     def iterate(self, start_batch: int = 0) -> Iterator[Batch]:
         """Iterate the current epoch starting at batch index start_batch (for exact mid-epoch resume)."""
         # Order is computed now, not lazily, so a later set_epoch cannot change a started iterator.
-        order = self.order()[start_batch * self.batch_size: len(self) * self.batch_size]
+        size = self.batch_size * self.world
+        order = self.order()[start_batch * size: len(self) * size]
+        # A short last batch (drop_last false) splits as evenly as it can; a rank may get none of it.
+        shares = [chunk.tensor_split(self.world)[self.rank] for chunk in order.split(size)]
+        shares = [idx for idx in shares if len(idx)]
         if isinstance(self.dataset, TensorImageDataset):
-            return self._iter_tensors(order)
-        return self._iter_files(order)
+            return self._iter_tensors(shares)
+        return self._iter_files(shares)
 
     def __iter__(self) -> Iterator[Batch]:
         """Iterate the whole current epoch."""
         return self.iterate(0)
 
-    def _iter_tensors(self, order: torch.Tensor) -> Iterator[Batch]:
+    def _iter_tensors(self, batches: list[torch.Tensor]) -> Iterator[Batch]:
         """Slice the in-memory tensors directly: much faster than a per-item DataLoader."""
         images, labels = self.dataset.images, self.dataset.labels
         pin = self.pin_memory and _can_pin()
-        for idx in order.split(self.batch_size):
+        for idx in batches:
             x, y = images[idx], labels[idx]
             yield (x.pin_memory(), y.pin_memory()) if pin else (x, y)
 
-    def _iter_files(self, order: torch.Tensor) -> Iterator[Batch]:
+    def _iter_files(self, batches: list[torch.Tensor]) -> Iterator[Batch]:
         """Decode files through a DataLoader with an explicit batch sampler and per-item seeding."""
-        batches = [chunk.tolist() for chunk in order.split(self.batch_size)]
+        batches = [idx.tolist() for idx in batches]
         loader = DataLoader(
             _SeededItems(self.dataset, mix_seed(self.seed, self.epoch)),
             batch_sampler=batches,

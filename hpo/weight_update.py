@@ -13,6 +13,8 @@ import torch
 from torch import nn
 
 from hpo.hypergrad import HyperGradient, lookahead_hypergradients
+from hpo.schedule import CosineSchedule
+from utils.distributed import Distributed
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -90,11 +92,29 @@ class HyperUpdate(WeightUpdate):
     """
 
     def __init__(self, optimizer: torch.optim.SGD, hyper: HyperGradient,
-                 val_forward: Callable[[torch.Tensor], torch.Tensor], background: bool = False):
+                 val_forward: Callable[[torch.Tensor], torch.Tensor], background: bool = False,
+                 shape: CosineSchedule | None = None, dist: Distributed = Distributed()):
         super().__init__(optimizer, schedule=hyper)  # its values() are the learned lr / wd
+        self.dist = dist  # the hypergradients are averaged over the ranks' validation shares
         self.hyper, self.val_forward, self.background = hyper, val_forward, background
+        # With a shape the learned lr is the stage's peak: the step runs at it times the schedule's
+        # fall (1 at the first epoch, w_lr_min / w_lr at the end), as a cosine run would.
+        self.shape, self.factor = shape, 1.0
         self._executor: ThreadPoolExecutor | None = None
         self._pending: tuple[Future, int] | None = None  # (the helper's job, the full thread count)
+
+    def _factor(self, epoch: int) -> float:
+        return 1.0 if self.shape is None else self.shape.lr(epoch) / self.shape.lr_max
+
+    def values(self, epoch: int) -> dict[str, float]:
+        """The lr / wd the weight steps of `epoch` run at (the learned lr times the schedule's fall)."""
+        learned = self.hyper.values()
+        return {"lr": learned["lr"] * self._factor(epoch), "wd": learned["wd"]}
+
+    def start_epoch(self, epoch: int) -> None:
+        """Take the schedule's factor for `epoch` (lr / wd are set before each step)."""
+        self.factor = self._factor(epoch)
+        super().start_epoch(epoch)
 
     def state_dict(self) -> dict:
         """As the base class, plus a background pass still pending (paused mid-epoch): its result,
@@ -128,7 +148,7 @@ class HyperUpdate(WeightUpdate):
         """SGD step at the learned (lr, wd), then a hypergradient step on them every `every` steps."""
         self.finish_pending()
         values = self.hyper.values()
-        lr, wd = values["lr"], values["wd"]
+        lr, wd = values["lr"] * self.factor, values["wd"]
         self._set(lr, wd)
         live = [p for p in self.weights if p.grad is not None]
         update_now = self.hyper.wants_update(step)
@@ -150,14 +170,14 @@ class HyperUpdate(WeightUpdate):
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hypergradient")
             future = self._executor.submit(self._background_hypergradients, threads // 2, x_val, y_val,
-                                           live, updates, lr)
+                                           live, updates, lr, self.factor)
             # The split is fixed for the whole overlap: results depend on the thread count an op
             # runs with, so handing threads back when the helper happens to finish early would make
             # runs irreproducible.
             torch.set_num_threads(threads - threads // 2)
             self._pending = (future, threads)
             return
-        self._apply(self._hypergradients(x_val, y_val, live, updates, lr))
+        self._apply(self._hypergradients(x_val, y_val, live, updates, lr, self.factor))
 
     def _train_signal_step(self, live: list[nn.Parameter], lr: float) -> None:
         """Baydin et al.: the fresh training gradient at w_t judges the previous update u_{t-1}."""
@@ -166,7 +186,8 @@ class HyperUpdate(WeightUpdate):
         if pairs:
             grads = [p.grad for p, _ in pairs]
             bufs = [b for _, b in pairs]
-            self.hyper.apply(*lookahead_hypergradients(grads, bufs, [p.detach() for p, _ in pairs], lr))
+            d_lr, d_wd = lookahead_hypergradients(grads, bufs, [p.detach() for p, _ in pairs], lr)
+            self.hyper.apply(d_lr * self.factor, d_wd)
         self.optimizer.step()
 
     def finish_pending(self) -> None:
@@ -186,8 +207,9 @@ class HyperUpdate(WeightUpdate):
         return self._hypergradients(*args)
 
     def _hypergradients(self, x_val: torch.Tensor, y_val: torch.Tensor, live: list[nn.Parameter],
-                        updates: list[torch.Tensor], lr: float) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(dL_val/dlr, dL_val/dwd) at the weights after the step, or None if no weight reaches L_val.
+                        updates: list[torch.Tensor], lr: float, factor: float) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(dL_val/d(learned lr), dL_val/dwd) at the weights after the step (the step ran at lr = learned
+        lr * factor), or None if no weight reaches L_val.
 
         In the background this runs on the helper, dot products included (they read the weights
         and momentum buffers, which only the next weight step, after `finish_pending`, changes).
@@ -199,8 +221,10 @@ class HyperUpdate(WeightUpdate):
         used = [i for i, g in enumerate(grads) if g is not None]
         if not used:
             return None
-        return lookahead_hypergradients([grads[i] for i in used], [updates[i] for i in used],
-                                        [live[i].detach() for i in used], lr)
+        d_lr, d_wd = lookahead_hypergradients([grads[i] for i in used], [updates[i] for i in used],
+                                              [live[i].detach() for i in used], lr)
+        d_lr, d_wd = self.dist.average([d_lr * factor, d_wd])
+        return d_lr, d_wd
 
     def _apply(self, hypergradients: tuple[torch.Tensor, torch.Tensor] | None) -> None:
         if hypergradients is not None:

@@ -51,10 +51,38 @@ class _RowBatchNorm(torch.autograd.Function):
         return dx, invstd * sum_gc, sum_g, None
 
 
+def _synced_batch_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float,
+                       world: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Training-mode batch norm over the batches of all `world` ranks together (two-pass statistics,
+    each an all-reduce that autograd differentiates), so N processes normalise as one process with
+    their batches concatenated. Returns (y, mean, biased var, global count)."""
+    from utils.distributed import summed
+    c = x.shape[1]
+    count = x.numel() // c * world  # every rank holds an equal share
+    mean = summed(x.sum((0, 2, 3))) / count
+    centred = x - mean.view(1, c, 1, 1)
+    var = summed((centred * centred).sum((0, 2, 3))) / count
+    y = centred * torch.rsqrt(var + eps).view(1, c, 1, 1)
+    if weight is not None:
+        y = y * weight.view(1, c, 1, 1) + bias.view(1, c, 1, 1)
+    return y, mean.detach(), var.detach(), count
+
+
+def set_sync_batchnorm(model: nn.Module, world: int) -> nn.Module:
+    """Normalise every training batch over the batches of all `world` ranks (1: per process)."""
+    for m in model.modules():
+        if isinstance(m, BatchNorm2d):
+            m.world = world
+    return model
+
+
 class BatchNorm2d(nn.BatchNorm2d):
     """nn.BatchNorm2d; on CPU in training mode with a channels_last input and C % 16 != 0 it takes
     the faster row-view path (same results up to float rounding). `probe=True` (training mode):
-    batch statistics, running statistics left alone."""
+    batch statistics, running statistics left alone. With `world` > 1 (`set_sync_batchnorm`) training
+    batches are normalised over all ranks' batches (torch's SyncBatchNorm runs on GPUs only)."""
+
+    world = 1
 
     def _row_path(self, x: torch.Tensor) -> bool:
         return (self.training and x.device.type == "cpu" and x.dim() == 4 and x.shape[1] % 16 != 0
@@ -64,6 +92,11 @@ class BatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor, probe: bool = False) -> torch.Tensor:
         """Batch norm of x; `probe` leaves the running statistics untouched."""
         frozen = self.training and probe
+        if self.training and self.world > 1:
+            y, mean, var, m = _synced_batch_norm(x, self.weight, self.bias, self.eps, self.world)
+            if not frozen:
+                self._track(mean, var, m)
+            return y
         if not self._row_path(x):
             if frozen:  # batch statistics, running statistics untouched
                 return nn.functional.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
@@ -72,11 +105,16 @@ class BatchNorm2d(nn.BatchNorm2d):
         weight = self.weight if self.weight is not None else torch.ones(c, dtype=x.dtype, device=x.device)
         bias = self.bias if self.bias is not None else torch.zeros(c, dtype=x.dtype, device=x.device)
         y, mean, var = _RowBatchNorm.apply(x, weight, bias, self.eps)
-        if self.track_running_stats and self.running_mean is not None and not frozen:
-            with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-                m = x.numel() // c
-                self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
-                self.running_var.lerp_((var * (m / max(m - 1, 1))).to(self.running_var.dtype), factor)
+        if not frozen:
+            self._track(mean, var, x.numel() // c)
         return y
+
+    @torch.no_grad()
+    def _track(self, mean: torch.Tensor, var: torch.Tensor, m: int) -> None:
+        """Running statistics from a batch's mean and biased variance over `m` values per channel."""
+        if not self.track_running_stats or self.running_mean is None:
+            return
+        self.num_batches_tracked.add_(1)
+        factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
+        self.running_var.lerp_((var * (m / max(m - 1, 1))).to(self.running_var.dtype), factor)

@@ -15,6 +15,7 @@ from torch.func import functional_call
 
 from hpo.weight_update import WeightUpdate
 from search.policy_step import PolicyStep
+from utils.distributed import Distributed
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -39,10 +40,11 @@ def _step_with(params: list[torch.Tensor], grads, optimizer: torch.optim.Optimiz
 
 
 class ArchStep:
-    """No architecture update (discrete networks, frozen supernets)."""
+    """No architecture update (discrete networks, frozen supernets). With several processes each
+    gradient a rule computes on its share of a batch is averaged over the ranks (`dist`)."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer | None = None):
-        self.optimizer = optimizer
+    def __init__(self, optimizer: torch.optim.Optimizer | None = None, dist: Distributed = Distributed()):
+        self.optimizer, self.dist = optimizer, dist
 
     def before_weights(self, net: nn.Module, train: Batch, val_batch: Callable[[], Batch],
                        weight_update: WeightUpdate, policy_step: PolicyStep) -> None:
@@ -103,7 +105,7 @@ class FirstOrderArchStep(BilevelArchStep):
         params = [p for p in net.arch_parameters() if p.requires_grad]
         extra = _params_of(co_optimizer)
         loss = nn.functional.cross_entropy(net(val[0]), val[1])
-        grads = torch.autograd.grad(loss, params + extra, allow_unused=True)
+        grads = self.dist.average(torch.autograd.grad(loss, params + extra, allow_unused=True))
         _step_with(params, grads[: len(params)], self.optimizer)
         if co_optimizer is not None:
             _step_with(extra, grads[len(params):], co_optimizer)
@@ -118,8 +120,9 @@ class SecondOrderArchStep(BilevelArchStep):
     got this scaling wrong).
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, momentum: float, weight_decay: float):
-        super().__init__(optimizer)
+    def __init__(self, optimizer: torch.optim.Optimizer, momentum: float, weight_decay: float,
+                 dist: Distributed = Distributed()):
+        super().__init__(optimizer, dist)
         self.momentum, self.weight_decay = momentum, weight_decay
 
     def update(self, net: nn.Module, train: Batch, val: Batch, lr: float, weight_optimizer: torch.optim.Optimizer,
@@ -138,7 +141,7 @@ class SecondOrderArchStep(BilevelArchStep):
             return nn.functional.cross_entropy(logits, batch[1])
 
         w_vals = list(weights.values())
-        g_train = torch.autograd.grad(loss_at(weights, arch, train), w_vals, allow_unused=True)
+        g_train = self.dist.average(torch.autograd.grad(loss_at(weights, arch, train), w_vals, allow_unused=True))
         g_train = [torch.zeros_like(w) if g is None else g for g, w in zip(g_train, w_vals)]
         unrolled = {}
         for (name, w), g in zip(weights.items(), g_train):
@@ -150,20 +153,22 @@ class SecondOrderArchStep(BilevelArchStep):
         a_vals = list(arch.values())
         extra = _params_of(co_optimizer)
         loss_val = loss_at(unrolled, arch, val)
-        grads = torch.autograd.grad(loss_val, a_vals + list(unrolled.values()) + extra, allow_unused=True)
+        grads = self.dist.average(torch.autograd.grad(loss_val, a_vals + list(unrolled.values()) + extra,
+                                                      allow_unused=True))
         n_a, n_w = len(a_vals), len(unrolled)
         d_arch, d_w = grads[:n_a], grads[n_a:n_a + n_w]
         d_w = [torch.zeros_like(w) if g is None else g for g, w in zip(d_w, unrolled.values())]
         if co_optimizer is not None:
             _step_with(extra, grads[n_a + n_w:], co_optimizer)
-        hvp = self.hessian_vector(loss_at, weights, arch, train, d_w)
+        hvp = self.hessian_vector(loss_at, weights, arch, train, d_w, self.dist)
         for a, da, h in zip(a_vals, d_arch, hvp):
             a.grad = (torch.zeros_like(a) if da is None else da) - lr * h
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
     @staticmethod
-    def hessian_vector(loss_at, weights: dict, arch: dict, batch: Batch, vector) -> list[torch.Tensor]:
+    def hessian_vector(loss_at, weights: dict, arch: dict, batch: Batch, vector,
+                       dist: Distributed = Distributed()) -> list[torch.Tensor]:
         """Finite-difference d/da [dL/dw . v] at the current weights."""
         norm = torch.sqrt(sum((v * v).sum() for v in vector))
         eps = 0.01 / (norm + 1e-12)
@@ -171,7 +176,7 @@ class SecondOrderArchStep(BilevelArchStep):
         minus = {n: (w - eps * v).detach() for (n, w), v in zip(weights.items(), vector)}
         a_vals = list(arch.values())
         # allow_unused: a network with only reduction cells never uses alpha_normal.
-        g_plus = torch.autograd.grad(loss_at(plus, arch, batch), a_vals, allow_unused=True)
-        g_minus = torch.autograd.grad(loss_at(minus, arch, batch), a_vals, allow_unused=True)
+        g_plus = dist.average(torch.autograd.grad(loss_at(plus, arch, batch), a_vals, allow_unused=True))
+        g_minus = dist.average(torch.autograd.grad(loss_at(minus, arch, batch), a_vals, allow_unused=True))
         return [torch.zeros_like(a) if gp is None else (gp - gm) / (2 * eps)
                 for a, gp, gm in zip(a_vals, g_plus, g_minus)]

@@ -27,6 +27,7 @@ from search.arch_step import (ArchStep, FirstOrderArchStep, JointArchStep, Secon
 from search.modes import ArchUpdate, Augment, Kind, Mode, Sections, Space, StageSpec
 from search.policy_step import GeneralizationStep, PolicyStep, ScoreFunctionStep, ThroughImagesStep
 from utils.config import ArchConfig, DaConfig, DatasetConfig, HpoConfig, RunConfig, TrainConfig
+from utils.distributed import Distributed
 from utils.errors import UserError
 
 
@@ -165,12 +166,15 @@ ARCH_STEPS = {
 }
 
 
-def build_arch_step(spec: StageSpec, net: nn.Module, sec: StageSections) -> ArchStep:
+def build_arch_step(spec: StageSpec, net: nn.Module, sec: StageSections,
+                    dist: Distributed = Distributed()) -> ArchStep:
     """The architecture update rule of a stage, with its Adam over the architecture parameters."""
     opt = None
     if spec.arch_update is not ArchUpdate.NONE:
         opt = make_arch_optimizer(list(net.arch_parameters()), sec.arch.alpha_lr, sec.arch.alpha_weight_decay)
-    return ARCH_STEPS[spec.arch_update](opt, sec)
+    step = ARCH_STEPS[spec.arch_update](opt, sec)
+    step.dist = dist
+    return step
 
 
 def build_schedule(spec: StageSpec, train: TrainConfig, epochs: int):
@@ -294,10 +298,12 @@ def build_hyper(sec: StageSections) -> HyperGradient:
 OVERLAP_MAX_GMADDS = 3.0
 
 
-def overlap_choice(net: nn.Module, sec: StageSections, channels: int) -> tuple[bool, str]:
+def overlap_choice(net: nn.Module, sec: StageSections, channels: int, world: int = 1) -> tuple[bool, str]:
     """Whether the validation pass runs beside the next step, and why (for the log)."""
     if not sec.hpo.overlap or sec.hpo.reference_val_pass:
         return False, "not overlapped (hpo.overlap is false or hpo.reference_val_pass is true)"
+    if world > 1:  # its all-reduce would run on a helper thread, beside the training step's own
+        return False, "not overlapped (several processes: each pass's collectives must keep one order)"
     if next(net.parameters()).device.type != "cpu":
         return False, "not overlapped (the overlap is for CPUs, whose small ops leave threads idle)"
     gmadds = count_madds_m(net, sec.arch.input_size, channels) * sec.dataset.batch_size / 1e3
@@ -310,7 +316,7 @@ def overlap_choice(net: nn.Module, sec: StageSections, channels: int) -> tuple[b
 
 
 def build_weight_update(spec: StageSpec, sec: StageSections, net: nn.Module, epochs: int,
-                        channels: int = 3) -> WeightUpdate:
+                        channels: int = 3, dist: Distributed = Distributed()) -> WeightUpdate:
     """SGD over the weights at a scheduled lr / wd, or at learned ones (`note` says whether and why
     the hypergradient's validation pass overlaps the next step)."""
     optimizer = torch.optim.SGD(net.weight_parameters(), lr=sec.train.w_lr, momentum=sec.train.w_momentum,
@@ -321,7 +327,8 @@ def build_weight_update(spec: StageSpec, sec: StageSections, net: nn.Module, epo
     # The reference's validation pass is a plain training forward (it moves the BN statistics), so
     # it cannot overlap the next training pass; ours is a probe that writes nothing.
     val_forward = net if h.reference_val_pass else partial(net, probe=True)
-    background, note = overlap_choice(net, sec, channels)
-    update = HyperUpdate(optimizer, build_hyper(sec), val_forward, background=background)
+    background, note = overlap_choice(net, sec, channels, dist.world)
+    shape = build_schedule(spec, sec.train, epochs) if h.anneal else None
+    update = HyperUpdate(optimizer, build_hyper(sec), val_forward, background=background, shape=shape, dist=dist)
     update.note = f"hypergradient validation pass {note}"
     return update

@@ -6,6 +6,7 @@ import torch
 from augment.fixed import TrainAugment
 from datasets import BatchLoader, DataSplits, InfiniteBatches, build_splits
 from utils.config import ArchConfig, DatasetConfig
+from utils.distributed import Distributed
 from utils.errors import UserError
 
 
@@ -13,8 +14,8 @@ class RunData:
     """Each distinct (dataset, input size) of a run, built once: checked before a run folder exists
     (a missing dataset or a batch larger than a split fails there) and shared by every stage."""
 
-    def __init__(self, seed: int):
-        self.seed = seed
+    def __init__(self, seed: int, dist: Distributed = Distributed()):
+        self.seed, self.dist = seed, dist
         self._built: dict[tuple, tuple[DataSplits, dict]] = {}  # key: (dataset name, its repr, input size)
 
     def get(self, ds: DatasetConfig, arch: ArchConfig) -> tuple[DataSplits, dict]:
@@ -22,7 +23,7 @@ class RunData:
         key = (ds.name, repr(ds), arch.input_size)
         if key not in self._built:
             data = build_data(ds, arch, self.seed)
-            self._built[key] = (data, build_loaders(data, ds, self.seed))
+            self._built[key] = (data, build_loaders(data, ds, self.seed, self.dist))
         return self._built[key]
 
     def summary(self) -> list[str]:
@@ -48,18 +49,24 @@ def build_train_augment(ds: DatasetConfig, arch: ArchConfig, data: DataSplits) -
                         mean=data.mean)
 
 
-def build_loaders(data: DataSplits, ds: DatasetConfig, seed: int) -> dict:
-    """Training batches, an endless validation stream (bilevel updates) and evaluation loaders."""
-    if len(data.train) < ds.batch_size:
+def build_loaders(data: DataSplits, ds: DatasetConfig, seed: int, dist: Distributed = Distributed()) -> dict:
+    """Training batches, an endless validation stream (bilevel updates) and evaluation loaders; with
+    several processes, each process's share of every global batch (dataset.batch_size per process)."""
+    size = ds.batch_size * dist.world
+    per = f" x {dist.world} processes" if dist.world > 1 else ""
+    if len(data.train) < size:
         raise UserError(f"the training split has {len(data.train)} images, fewer than one batch "
-                        f"(dataset.batch_size={ds.batch_size}); lower the batch size")
-    common = dict(seed=seed, workers=ds.workers, pin_memory=ds.pin)
+                        f"(dataset.batch_size={ds.batch_size}{per}); lower the batch size")
+    if dist.world > 1 and len(data.val) < size:  # every rank's validation share must be the same size
+        raise UserError(f"the validation split has {len(data.val)} images, fewer than one batch "
+                        f"(dataset.batch_size={ds.batch_size}{per}); lower the batch size or raise dataset.val_ratio")
+    common = dict(seed=seed, workers=ds.workers, pin_memory=ds.pin, shard=(dist.rank, dist.world))
     return {
         "train": BatchLoader(data.train, ds.batch_size, shuffle=True, drop_last=True, **common),
         # Full batches only, as DHA's FitSampler: a pass's leftover few images would otherwise make
         # one hypergradient / architecture step in every pass a noisy small-batch one.
         "val_stream": InfiniteBatches(BatchLoader(data.val, ds.batch_size, shuffle=True,
-                                                  drop_last=len(data.val) >= ds.batch_size, **common)),
+                                                  drop_last=len(data.val) >= size, **common)),
         "val": BatchLoader(data.val, ds.batch_size, shuffle=False, drop_last=False, **common),
         "test": BatchLoader(data.test, ds.batch_size, shuffle=False, drop_last=False, **common),
     }

@@ -6,6 +6,8 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
+from utils.distributed import Distributed
+
 
 def to_input(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     """uint8 [B, C, H, W] on the host -> float in [0, 1] on `device` (non-blocking copy)."""
@@ -14,8 +16,10 @@ def to_input(x: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, device: torch.device, max_batches: int | None = None,
-             transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
-    """Mean cross-entropy and top-1 accuracy in eval mode (`transform`: the reference's Cutout quirk)."""
+             transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+             dist: Distributed = Distributed()) -> dict[str, float]:
+    """Mean cross-entropy and top-1 accuracy in eval mode (`transform`: the reference's Cutout quirk),
+    over every rank's share of the loader."""
     was_training = model.training
     model.eval()
     totals = torch.zeros(3, device=device, dtype=torch.float64)
@@ -31,7 +35,7 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, max_batch
             torch.tensor(float(y.numel()), device=device, dtype=torch.float64),
         ])
     model.train(was_training)
-    loss, correct, count = totals.tolist()
+    loss, correct, count = dist.sum(totals).tolist()
     return {"loss": loss / max(count, 1), "top1": correct / max(count, 1), "count": int(count)}
 
 

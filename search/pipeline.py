@@ -19,7 +19,7 @@ from search.state import RunState, save_checkpoint
 from utils.config import RunConfig, config_to_dict
 from utils.logging import RunLogger
 from utils.seeding import seed_everything
-from utils.signals import StopSignals
+from utils.signals import StopSignals, Terminated
 
 
 def _log_policy(logger: RunLogger, searcher: Searcher, data, epoch: int, every: int) -> None:
@@ -66,6 +66,12 @@ def _log_epoch(logger: RunLogger, searcher: Searcher, record: dict) -> None:
                 f"| lr {record['lr']:.5f} ({record['seconds']:.1f}s){extra}")
 
 
+def _checkpoint(cfg: RunConfig, mode: Mode, state: RunState, run_dir: Path, main: bool) -> None:
+    """checkpoint.pt, written by the main process only (every rank holds the same state)."""
+    if main:
+        save_checkpoint(run_dir / "checkpoint.pt", mode.name, config_to_dict(cfg), state)
+
+
 class Clock:
     """Seconds of this run, earlier sessions included."""
 
@@ -104,7 +110,7 @@ def run_mode(cfg: RunConfig, mode: Mode, device: torch.device, run_dir: Path, lo
     metrics = _finish(cfg, mode, final, stage, state, device, run_dir, logger,
                       clock())
     state.finished = True
-    save_checkpoint(run_dir / "checkpoint.pt", mode.name, config_to_dict(cfg), state)
+    _checkpoint(cfg, mode, state, run_dir, run_data.dist.main)
     return metrics
 
 
@@ -117,14 +123,19 @@ def _train_stage(cfg: RunConfig, mode: Mode, stage: Stage, state: RunState, cloc
     if signals is None:
         stage.searcher.run(start_epoch, on_epoch_end)
         return
+    dist = stage.searcher.dist
     with signals.deferred():
         try:
-            stage.searcher.run(start_epoch, on_epoch_end, should_pause=signals.requested)
+            # every rank stops after the same step: a signal that reached one process stops all
+            stage.searcher.run(start_epoch, on_epoch_end, should_pause=lambda: dist.any(signals.requested()))
         except Paused as paused:
             if paused.mid_epoch:
                 _save_paused(cfg, mode, stage, state, clock, run_dir, logger)
             signals.raise_pending()
-    signals.raise_pending()  # one that came after the last check: the last epoch's checkpoint holds all
+            raise Terminated() from None  # another process's signal stopped this one
+    if dist.any(signals.requested()):  # one that came after the last check: the last epoch's checkpoint holds all
+        signals.raise_pending()
+        raise Terminated()
 
 
 def _save_paused(cfg: RunConfig, mode: Mode, stage: Stage, state: RunState, clock: Clock, run_dir: Path,
@@ -134,7 +145,7 @@ def _save_paused(cfg: RunConfig, mode: Mode, stage: Stage, state: RunState, cloc
     position = searcher.position
     state.stage_index, state.epoch, state.searcher = stage.index, position["epoch"], searcher.state_dict()
     state.elapsed = clock()
-    save_checkpoint(run_dir / "checkpoint.pt", mode.name, config_to_dict(cfg), state)
+    _checkpoint(cfg, mode, state, run_dir, stage.searcher.dist.main)
     searcher.weight_update.finish_pending()  # a background pass hands its threads back
     logger.info(f"stopped after step {position['batch']} of {stage.spec.kind.value} epoch {position['epoch'] + 1}; "
                 "the checkpoint holds this position")
@@ -154,7 +165,7 @@ def _end_epoch(cfg: RunConfig, mode: Mode, stage: Stage, state: RunState, clock:
     else:
         state.stage_index, state.epoch, state.searcher = stage.index, epoch + 1, searcher.state_dict()
     state.elapsed = clock()
-    save_checkpoint(run_dir / "checkpoint.pt", mode.name, config_to_dict(cfg), state)
+    _checkpoint(cfg, mode, state, run_dir, stage.searcher.dist.main)
 
 
 def _finish_stage(stage: Stage, state: RunState, clock: Clock, epochs: int, history: list,
@@ -177,8 +188,9 @@ def _finish(cfg: RunConfig, mode: Mode, model: torch.nn.Module, stage: Stage, st
     data, loaders, sec = stage.data, stage.loaders, stage.sections
     model = model.to(device).eval()
     quirk = build_eval_transform(sec.dataset, sec.arch, data, device)
-    val = evaluate(model, loaders["val"], device, transform=quirk)
-    test = evaluate(model, loaders["test"], device, transform=quirk)  # the only use of the test split
+    dist = stage.searcher.dist
+    val = evaluate(model, loaders["val"], device, transform=quirk, dist=dist)
+    test = evaluate(model, loaders["test"], device, transform=quirk, dist=dist)  # the only use of the test split
     genotype = model.genotype
     madds = count_madds_m(model, data.image_size, data.channels)
     metrics = {"mode": mode.name, "dataset": sec.dataset.name, "val_top1": val["top1"], "val_loss": val["loss"],
@@ -188,6 +200,8 @@ def _finish(cfg: RunConfig, mode: Mode, model: torch.nn.Module, stage: Stage, st
                "search_seconds": state.search_seconds, "total_seconds": elapsed,
                "skipped_steps": sum(r["history"][-1].get("skipped_steps", 0) for r in state.results if r["history"]),
                "genotype": genotype.to_dict(), "status": "complete"}
+    if not dist.main:  # the main process writes every file
+        return metrics
     write_json(genotype.to_dict(), run_dir / "genotype.json")
     policy = stage.searcher.policy
     policy = policy.export() if policy is not None else {"type": "none"}
@@ -210,7 +224,8 @@ def _hparams(stage: Stage, history: list[dict]) -> dict:
     hparams = {"learned": hyper is not None,
                "trace": [{k: r[k] for k in ("stage", "epoch", "lr", "wd")} for r in history]}
     if hyper is not None:
-        hparams.update(final=hyper.values(), steps=[t for r in history for t in r.get("hyper_trace", [])])
+        last = history[-1]["epoch"] if history else 0
+        hparams.update(final=stage.searcher.weight_update.values(last), final_peak=hyper.values(), steps=[t for r in history for t in r.get("hyper_trace", [])])
     return hparams
 
 

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from augment.policy import AugmentPolicy
+from utils.distributed import Distributed
 
 
 @dataclass
@@ -27,6 +28,7 @@ class StepOutcome:
     targets: torch.Tensor
     val_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]]
     net: nn.Module
+    dist: Distributed = Distributed()  # the losses, logits and targets are the gathered global batch's
 
 
 class PolicyStep:
@@ -132,11 +134,12 @@ class GeneralizationStep(ScoreFunctionStep):
         with torch.no_grad(), self.watch(outcome.net):
             error = self._error(outcome.net(xv, probe=True), yv)
         features = self._features.float()
-        self.val_gradient = (error.T @ features / len(yv), error.mean(0))
+        self.val_gradient = tuple(outcome.dist.average([error.T @ features / len(yv), error.mean(0)]))
 
     def reward(self, outcome: StepOutcome) -> torch.Tensor:
         """<validation gradient, sample gradient> at the classifier (larger: the step generalises)."""
-        features = self._features.float()  # this step's training forward, before the refresh overwrites it
+        # this step's training forward (every rank's), before the refresh overwrites it
+        features = outcome.dist.gather(self._features.float())
         if self.val_gradient is None or self.calls % self.val_every == 0:
             self._refresh(outcome)
         self.calls += 1

@@ -13,6 +13,7 @@ from hpo.weight_update import WeightUpdate
 from search.arch_step import ArchStep
 from search.evaluate import evaluate, to_input
 from search.policy_step import PolicyStep, StepOutcome
+from utils.distributed import Distributed
 from utils.errors import UserError
 from utils.logging import RunLogger
 from utils.seeding import derive_seed, rng_state, set_rng_state
@@ -83,7 +84,8 @@ class Searcher:
 
     def __init__(self, net: nn.Module, weight_update: WeightUpdate, arch_step: ArchStep, policy_step: PolicyStep,
                  train_augment: nn.Module, train_loader, val_batches, val_loader, device: torch.device,
-                 loop: LoopConfig, logger: RunLogger, eval_transform=None):
+                 loop: LoopConfig, logger: RunLogger, eval_transform=None, dist: Distributed = Distributed()):
+        self.dist = dist  # this process among a torchrun launch's (world 1: alone)
         self.net, self.weight_update, self.arch_step, self.policy_step = net, weight_update, arch_step, policy_step
         self.train_augment = train_augment
         self.eval_transform = eval_transform  # None, or the reference's Cutout on validation batches
@@ -107,8 +109,13 @@ class Searcher:
         return xv, yv.to(self.device, non_blocking=True)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """One update; returns [classifier loss sum, correct, count] as a device tensor (zeros when
+        """One update; returns [classifier loss sum, correct, count] over every rank's share as a device tensor (zeros when
         the step was skipped for a non-finite loss or gradient: the guard's two host syncs).
+
+        With several processes each holds its share of the global batch: the shares are gathered,
+        augmented as one batch (every rank draws the same numbers, as one process would) and split
+        again; the policy learns from the gathered outcome, and every gradient is averaged over the
+        ranks before its step, so every rank holds the same state after every step.
 
         Order: 1. batch to the device, crop/flip, the augmentation policy, Cutout; 2. the architecture
         step's hook before the weights (bilevel: an update on a validation batch, through which a
@@ -117,9 +124,10 @@ class Searcher:
         the weights (and, joint, the architecture); 6. clip, the guard; 7. the architecture step's
         hook after the backward; 8. weight step (and the hypergradient step on lr / wd).
         """
-        x, y = self.train_augment.pre(to_input(x, self.device)), y.to(self.device, non_blocking=True)
-        x, info = self.policy_step.augment(x)
-        x = self.train_augment.post(x)
+        dist = self.dist
+        x, y_all = dist.gather(to_input(x, self.device)), dist.gather(y.to(self.device, non_blocking=True))
+        x, info = self.policy_step.augment(self.train_augment.pre(x))
+        x, y = dist.shard(self.train_augment.post(x)), dist.shard(y_all)
         self.arch_step.before_weights(self.net, (x, y), self._val_batch, self.weight_update, self.policy_step)
         with self.policy_step.watch(self.net):
             logits, aux = self.net.forward_with_aux(x)
@@ -128,12 +136,15 @@ class Searcher:
         if aux is not None and self.loop.aux_weight > 0:
             per_sample = per_sample + self.loop.aux_weight * nn.functional.cross_entropy(aux, y, reduction="none")
         loss = per_sample.mean()
-        if not self.guard.passed(loss):
+        all_per_sample = dist.gather(per_sample.detach())
+        if not self.guard.passed(all_per_sample):  # every rank sees the same values: all skip together
             return torch.zeros(3, device=self.device)
-        self.policy_step.update(StepOutcome(per_sample.detach(), logits.detach(), y, self._val_batch, self.net), info)
+        self.policy_step.update(StepOutcome(all_per_sample, dist.gather(logits.detach()), y_all, self._val_batch,
+                                            self.net, dist), info)
         self.weight_update.optimizer.zero_grad(set_to_none=True)
         self.arch_step.zero_grad()
         loss.backward()
+        dist.average_grads(self.net.parameters())  # the weights' and, joint, the architecture's
         # A background validation pass of the previous step (at these same weights) ends here,
         # before the architecture and the weights change.
         self.weight_update.finish_pending()
@@ -148,7 +159,7 @@ class Searcher:
         with torch.no_grad():
             n = torch.tensor(float(y.numel()), device=self.device)
             # The reported train loss is the classifier's alone, on the same scale as the val loss.
-            return torch.stack([classifier_loss.detach().sum(), (logits.argmax(1) == y).sum().float(), n])
+            return dist.sum(torch.stack([classifier_loss.detach().sum(), (logits.argmax(1) == y).sum().float(), n]))
 
     def start_epoch(self, epoch: int) -> None:
         """Seed, data order, lr / wd, drop path and the supernet's hook for `epoch`."""
@@ -199,7 +210,7 @@ class Searcher:
                 loss, correct, n = stats.tolist()  # the only host sync of the step, every log_every steps
                 scalars = {f"{self.loop.stage}/train_loss_step": loss / n}
                 if hyper is not None:
-                    values = hyper.values()
+                    values = self.weight_update.values(epoch)
                     hyper_trace.append({"stage": self.loop.stage, "step": self.step, **values})
                     scalars.update({f"{self.loop.stage}/hparams_{k}": v for k, v in values.items()})
                 self.logger.scalars(scalars, self.step)
@@ -230,7 +241,7 @@ class Searcher:
         hyper = self.weight_update.hyper
         # Validate the network this epoch trained, before the supernet's hook may switch ops in
         # (an op that was not active has no running statistics worth evaluating with).
-        val = evaluate(self.net, self.val_loader, self.device, self.loop.max_steps, self.eval_transform)
+        val = evaluate(self.net, self.val_loader, self.device, self.loop.max_steps, self.eval_transform, self.dist)
         arch_info = self.net.on_epoch_end(epoch) if self.loop.searching else {}
         loss_sum, correct, count = totals.tolist()
         if self.policy is not None:

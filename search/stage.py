@@ -8,6 +8,7 @@ from torch import nn
 
 from datasets import DataSplits
 from models.amp import set_amp
+from models.batchnorm import set_sync_batchnorm
 from models.network import set_channels_last
 from search.build import (MOBILENET_SEARCHES, StageSections, build_arch_step, build_fixed_policy, build_policy_step,
                           build_stage_net, build_weight_update, configured_genotype, sections_for, stage_epochs)
@@ -16,6 +17,7 @@ from search.modes import MODES, Augment, Kind, Mode, Space, StageSpec
 from search.searcher import LoopConfig, Searcher
 from search.state import RunState
 from utils.config import RunConfig
+from utils.distributed import Distributed
 from utils.errors import UserError
 from utils.logging import RunLogger, progress_enabled
 from utils.seeding import derive_seed
@@ -34,10 +36,11 @@ class Stage:
     searcher: Searcher
 
 
-def check_inputs(cfg: RunConfig, mode: Mode) -> RunData:
+def check_inputs(cfg: RunConfig, mode: Mode, dist: Distributed = Distributed()) -> RunData:
     """Every input a run of `mode` reads, checked (a UserError otherwise): each stage's data and
-    loaders (built once, for the run to reuse) and, without a search, the configured genotype."""
-    run_data = RunData(cfg.seed)
+    loaders (built once, for the run to reuse; this process's shares) and, without a search, the
+    configured genotype."""
+    run_data = RunData(cfg.seed, dist)
     for spec in mode.stages:
         sec = sections_for(cfg, spec)
         if spec.space is not None and sec.arch.space == "mobilenet" and spec.space not in MOBILENET_SEARCHES:
@@ -68,7 +71,7 @@ def build_stage(cfg: RunConfig, mode: Mode, index: int, previous: RunState, devi
     # Building consumes the RNG: seed it per stage so a resumed run builds the same objects.
     torch.manual_seed(derive_seed(cfg.seed, index, 10**6))
     net = build_stage_net(cfg, mode, index, data, previous.genotype()).to(device)
-    net = set_amp(set_channels_last(net, cfg.channels_last), cfg.amp)
+    net = set_sync_batchnorm(set_amp(set_channels_last(net, cfg.channels_last), cfg.amp), run_data.dist.world)
     policy_step = build_policy_step(spec, sec, device, previous.policy_export)
     epochs = stage_epochs(spec, sec.train)
     loop = LoopConfig(stage=spec.kind.value, stage_index=index, epochs=epochs, seed=cfg.seed,
@@ -77,13 +80,14 @@ def build_stage(cfg: RunConfig, mode: Mode, index: int, previous: RunState, devi
                       max_steps=sec.train.max_steps_per_epoch, log_every=cfg.log_every,
                       progress=progress_enabled(cfg.progress), searching=spec.kind is Kind.SEARCH,
                       nan_patience=sec.train.nan_patience)
-    weight_update = build_weight_update(spec, sec, net, epochs, data.channels)
+    dist = run_data.dist
+    weight_update = build_weight_update(spec, sec, net, epochs, data.channels, dist)
     if weight_update.note:
         logger.info(weight_update.note)
-    searcher = Searcher(net, weight_update, build_arch_step(spec, net, sec), policy_step,
+    searcher = Searcher(net, weight_update, build_arch_step(spec, net, sec, dist), policy_step,
                         build_train_augment(sec.dataset, sec.arch, data).to(device), loaders["train"],
                         loaders["val_stream"], loaders["val"], device, loop, logger,
-                        eval_transform=build_eval_transform(sec.dataset, sec.arch, data, device))
+                        eval_transform=build_eval_transform(sec.dataset, sec.arch, data, device), dist=dist)
     if spec.kind is Kind.CONTINUE:
         hand_over(searcher, previous.carry, sec)
     return Stage(index, spec, sec, data, loaders, net, searcher)

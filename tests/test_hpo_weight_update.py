@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from hpo.hypergrad import HyperGradient
+from hpo.schedule import CosineSchedule
 from hpo.weight_update import HyperUpdate, WeightUpdate
 
 LR, WD = 0.1, 0.01
@@ -53,6 +54,25 @@ def test_hypergradients_match_finite_differences(momentum, warm):
     d_lr, d_wd = float(hyper.last["d_lr"]), float(hyper.last["d_wd"])
     assert abs(d_lr - fd_lr) <= 1e-4 * abs(fd_lr)
     assert abs(d_wd - fd_wd) <= 1e-4 * abs(fd_wd)
+
+
+def test_an_annealed_learned_lr_steps_at_the_schedule_fall_and_learns_the_peak():
+    shape = CosineSchedule(LR, LR / 10, 4, WD)
+    factor = shape.lr(2) / LR  # 0.55: halfway down the cosine
+    eps = 1e-6
+    fd_peak = (_val_loss_after_step((LR + eps) * factor, WD, 0.9, 2)
+               - _val_loss_after_step((LR - eps) * factor, WD, 0.9, 2)) / (2 * eps)
+    net, opt = _setup(0.9, 2)
+    (xt, yt), val = _data()
+    hyper = HyperGradient(lr_bounds=(LR, LR), wd_bounds=(WD, WD), h_lr=0.0)
+    update = HyperUpdate(opt, hyper, net, shape=shape)
+    update.start_epoch(2)
+    opt.zero_grad()
+    nn.functional.cross_entropy(net(xt), yt).backward()
+    update.step(0, lambda: val)
+    assert opt.param_groups[0]["lr"] == pytest.approx(LR * factor, rel=1e-12)
+    assert update.values(2)["lr"] == pytest.approx(LR * factor, rel=1e-12) and hyper.values()["lr"] == LR
+    assert abs(float(hyper.last["d_lr"]) - fd_peak) <= 1e-4 * abs(fd_peak)
 
 
 def test_hyper_step_takes_the_same_weight_step_as_plain_sgd():

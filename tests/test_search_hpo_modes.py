@@ -14,7 +14,7 @@ def test_300_steps_on_digits_move_lr_and_wd_within_bounds(write_config, tmp_path
                  "max_test": 32, "flip": False},
         train={"epochs": 15, "retrain_epochs": 15, "max_steps_per_epoch": None},
         train_architecture={"dist_limit": 0.0},
-        hpo={"h_lr": 1e-2, "h_lr_tune": 1e-2, **bounds},
+        hpo={"h_lr": 1e-2, "h_lr_tune": 1e-2, "anneal": False, **bounds},  # the lr as learned: within its bounds
     )
     assert search_darts.main(["--conf_path", str(conf), "--Running", "ista_single_hpo", "--device", "cpu"]) == 0
     run_dir = tmp_path / "runs" / "digits_ista_single_hpo"

@@ -106,6 +106,7 @@ class HpoConfig:
     learning_up: float = 0.05
     weight_decay_low: float = 1e-4  # bounds of the learned weight decay (init = midpoint)
     weight_decay_up: float = 5e-4
+    anneal: bool = True  # the learned lr is the stage's peak, run times the stage's cosine fall (w_lr_min / w_lr at its end; 1 throughout a constant-lr search) | false: as learned (DHA)
     restart: bool = False  # reset lr and wd to the midpoints when the search ends
     every: int = 1  # update the hyper-parameters every N steps
     signal: str = "val"  # val (DHA) | train (hypergradient descent of Baydin et al.)
@@ -128,7 +129,7 @@ class DaConfig:
     magnitude_tune: float = 10.0  # ... and from U(0, magnitude_tune) afterwards
     level_scale: str = "strength"  # level 0 = identity for every op (ours) | reference: DHA's, where level 0 is the strongest posterize / solarize / enhance
     update_rule: str = "reinforce"  # pair policy: reinforce (ours: unbiased, normalised, Adam) | reference (DHA's -loss * P, SGD)
-    objective: str = "adversarial"  # pair policy: adversarial (DHA: favour high-training-loss pairs) | generalization (favour pairs whose samples' gradients lower the validation loss)
+    objective: str = "generalization"  # pair policy: generalization (favour pairs whose samples' gradients lower the validation loss) | adversarial (DHA: favour high-training-loss pairs)
     val_every: int = 4  # generalization: steps between the validation passes its gradient comes from
     entropy_weight: float = 0.1  # reinforce: weight of the entropy bonus (holds back the drift of noise)
     min_entropy: float = 0.6  # reinforce: entropy floor as a fraction of its maximum ln(K^2); below it a hinge pushes back
