@@ -243,6 +243,9 @@ class Searcher:
         # (an op that was not active has no running statistics worth evaluating with).
         val = evaluate(self.net, self.val_loader, self.device, self.loop.max_steps, self.eval_transform, self.dist)
         arch_info = self.net.on_epoch_end(epoch) if self.loop.searching else {}
+        # every rank recovered the architecture (ISTA's LASSO, a genotype) from the same state: checked
+        self.dist.check_same([t for t in self.net.state_dict().values() if t.is_floating_point()],
+                             "network states after the epoch")
         loss_sum, correct, count = totals.tolist()
         if self.policy is not None:
             arch_info = {**arch_info, "policy_entropy": float(self.policy.entropy()),

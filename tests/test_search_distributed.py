@@ -104,3 +104,42 @@ def test_two_processes_hold_the_same_state_as_one_with_the_doubled_batch(mode_na
         assert gap <= allowed, f"{path}: {gap:.3g} apart at scale {scale:.3g} (allowed {allowed:.3g})"
         moved += scale > 0
     assert moved > 10
+
+
+def _primitives(rank: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank))
+    from utils.distributed import setup, summed, teardown
+    dist, device = setup("cpu")
+    results = {"device": device, "main": dist.main}
+    part = torch.arange(3.0) + 10 * rank
+    results["gather"] = dist.gather(part)
+    results["shard"] = dist.shard(torch.arange(6.0))
+    results["average"] = dist.average([torch.full((2,), float(rank)), None, torch.tensor([2.0 * rank], dtype=torch.float64)])
+    results["any"] = (dist.any(rank == 1), dist.any(False))
+    x = torch.tensor([1.0 + rank], requires_grad=True)
+    (summed(x) * (rank + 1)).sum().backward()  # d/dx_r of sum_r' (r' + 1) (x_0 + x_1) = 1 + 2
+    results["summed_grad"] = x.grad
+    dist.check_same([torch.ones(3)], "ones")
+    try:
+        dist.check_same([torch.tensor([float(rank)])], "ranks")
+        results["check_same"] = "passed"
+    except RuntimeError as exc:
+        results["check_same"] = str(exc)
+    results["broadcast"] = dist.broadcast(f"from {rank}")
+    torch.save(results, os.path.join(out, f"prim{rank}.pt"))
+    teardown()
+
+
+def test_the_collectives_average_gather_split_and_check(tmp_path):
+    mp.spawn(_primitives, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"prim{r}.pt", weights_only=False) for r in range(2))
+    assert r0["main"] and not r1["main"] and r0["device"] == "cpu"
+    for r in (r0, r1):
+        assert torch.equal(r["gather"], torch.tensor([0.0, 1, 2, 10, 11, 12]))  # in rank order
+        assert torch.equal(r["average"][0], torch.full((2,), 0.5)) and r["average"][1] is None
+        assert r["average"][2].dtype == torch.float64 and r["average"][2].item() == 1.0
+        assert r["any"] == (True, False)
+        assert r["summed_grad"].item() == 3.0
+        assert r["check_same"] == "the processes hold different ranks: 1 values differ"
+        assert r["broadcast"] == "from 0"
+    assert torch.equal(r0["shard"], torch.tensor([0.0, 1, 2])) and torch.equal(r1["shard"], torch.tensor([3.0, 4, 5]))

@@ -85,6 +85,17 @@ class Distributed:
         dist.all_reduce(value)
         return bool(value.item() > 0)
 
+    def check_same(self, tensors: Iterable[torch.Tensor], what: str) -> None:
+        """Raise if the ranks hold different values (a bug: every rank must compute the same state)."""
+        if self.world == 1:
+            return
+        flat = torch.cat([t.detach().reshape(-1).double() for t in tensors])
+        low, high = flat.clone(), flat.clone()
+        dist.all_reduce(low, op=dist.ReduceOp.MIN)
+        dist.all_reduce(high, op=dist.ReduceOp.MAX)
+        if not torch.equal(low, high):
+            raise RuntimeError(f"the processes hold different {what}: {int((low != high).sum())} values differ")
+
     def broadcast(self, obj):
         """Rank 0's `obj` on every rank (a path, a decision)."""
         if self.world == 1:
