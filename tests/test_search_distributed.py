@@ -41,9 +41,14 @@ def _search_state(mode_name: str, batch: int, sets: dict, out: str, threads: int
     return stage.searcher.state_dict()
 
 
-def _rank(rank: int, world: int, port: int, mode_name: str, sets: dict, out: str) -> None:
+def _join(rank: int, world: int, port: int) -> None:
+    """torchrun's environment for this spawned process (setup reads it)."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
                       LOCAL_RANK=str(rank))
+
+
+def _rank(rank: int, world: int, port: int, mode_name: str, sets: dict, out: str) -> None:
+    _join(rank, world, port)
     from utils.distributed import teardown
     try:
         torch.save(_search_state(mode_name, BATCH, sets, out), os.path.join(out, f"rank{rank}.pt"))
@@ -107,7 +112,7 @@ def test_two_processes_hold_the_same_state_as_one_with_the_doubled_batch(mode_na
 
 
 def _primitives(rank: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank))
+    _join(rank, 2, port)
     from utils.distributed import setup, summed, teardown
     dist, device = setup("cpu")
     results = {"device": device, "main": dist.main}
@@ -143,3 +148,15 @@ def test_the_collectives_average_gather_split_and_check(tmp_path):
         assert r["check_same"] == "the processes hold different ranks: 1 values differ"
         assert r["broadcast"] == "from 0"
     assert torch.equal(r0["shard"], torch.tensor([0.0, 1, 2])) and torch.equal(r1["shard"], torch.tensor([3.0, 4, 5]))
+
+
+def test_a_validation_split_smaller_than_the_global_batch_is_one_line_before_any_collective(tmp_path):
+    from search.modes import get_mode
+    from search.stage import check_inputs
+    from utils.config import config_from_dict
+    from utils.distributed import Distributed
+    from utils.errors import UserError
+    cfg, _ = config_from_dict(tiny_config(str(tmp_path), dataset={"batch_size": 24}))  # 64 val images < 24 x 4
+    with pytest.raises(UserError, match=r"validation split has 64 images.*batch_size=24 x 4 processes"):
+        check_inputs(cfg, get_mode("ista_single_doal"), Distributed(rank=1, world=4))
+    assert not any(tmp_path.iterdir())  # nothing written
