@@ -54,6 +54,11 @@ class WeightUpdate:
     def finish_pending(self) -> None:
         """Complete work the last `step` left running in the background (nothing here)."""
 
+    def share_val_grads(self, params: list[nn.Parameter]) -> Callable[[], list[torch.Tensor] | None] | None:
+        """A source of the validation loss's gradients of `params` from this update's own validation
+        pass, the latest one applied (None: this update has no such pass)."""
+        return None
+
     def state_dict(self) -> dict:
         """The weight optimizer and the schedule."""
         return {"optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict()}
@@ -102,6 +107,8 @@ class HyperUpdate(WeightUpdate):
         self.shape, self.factor = shape, 1.0
         self._executor: ThreadPoolExecutor | None = None
         self._pending: tuple[Future, int] | None = None  # (the helper's job, the full thread count)
+        self._shared: list[nn.Parameter] = []  # weights whose validation gradients are kept for others
+        self.shared_grads: list[torch.Tensor] | None = None  # ... from the latest applied pass
 
     def _factor(self, epoch: int) -> float:
         return 1.0 if self.shape is None else self.shape.lr(epoch) / self.shape.lr_max
@@ -119,7 +126,7 @@ class HyperUpdate(WeightUpdate):
     def state_dict(self) -> dict:
         """As the base class, plus a background pass still pending (paused mid-epoch): its result,
         not yet applied, and the thread split it runs under, so a resume continues in the same order."""
-        state = super().state_dict()
+        state = {**super().state_dict(), "shared_grads": self.shared_grads}
         if self._pending is not None:
             future, threads = self._pending
             state["pending"] = {"hypergradients": future.result(), "threads": threads}
@@ -128,6 +135,7 @@ class HyperUpdate(WeightUpdate):
     def load_state_dict(self, state: dict) -> None:
         """Inverse of `state_dict`: a pending result is applied where the uninterrupted run applied it."""
         super().load_state_dict(state)
+        self.shared_grads = state.get("shared_grads")
         pending = state.get("pending")
         if pending is not None:
             future: Future = Future()
@@ -202,14 +210,21 @@ class HyperUpdate(WeightUpdate):
             torch.set_num_threads(threads)
         self._apply(hypergradients)
 
-    def _background_hypergradients(self, threads: int, *args) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def share_val_grads(self, params: list[nn.Parameter]) -> Callable[[], list[torch.Tensor] | None] | None:
+        """Keep the validation gradients of `params` from each pass (they come with its backward)."""
+        if self.hyper.signal != "val":
+            return None
+        self._shared = list(params)
+        return lambda: self.shared_grads
+
+    def _background_hypergradients(self, threads: int, *args) -> tuple:
         torch.set_num_threads(threads)  # this thread's share (OpenMP thread counts are per thread)
         return self._hypergradients(*args)
 
     def _hypergradients(self, x_val: torch.Tensor, y_val: torch.Tensor, live: list[nn.Parameter],
-                        updates: list[torch.Tensor], lr: float, factor: float) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(dL_val/d(learned lr), dL_val/dwd) at the weights after the step (the step ran at lr = learned
-        lr * factor), or None if no weight reaches L_val.
+                        updates: list[torch.Tensor], lr: float, factor: float) -> tuple:
+        """((dL_val/d(learned lr), dL_val/dwd) at the weights after the step (the step ran at lr = learned
+        lr * factor), or None if no weight reaches L_val; the shared weights' validation gradients or None).
 
         In the background this runs on the helper, dot products included (they read the weights
         and momentum buffers, which only the next weight step, after `finish_pending`, changes).
@@ -219,13 +234,18 @@ class HyperUpdate(WeightUpdate):
         # Weights the validation loss does not reach (the auxiliary head: 90% of the weights of a
         # small supernet) add nothing to the dot products; skipping them saves three big copies.
         used = [i for i, g in enumerate(grads) if g is not None]
+        position = {id(p): i for i, p in enumerate(live)}
+        shared = [grads[position[id(p)]] if id(p) in position else None for p in self._shared]
+        shared = shared if shared and all(g is not None for g in shared) else None
         if not used:
-            return None
+            return None, shared
         d_lr, d_wd = lookahead_hypergradients([grads[i] for i in used], [updates[i] for i in used],
                                               [live[i].detach() for i in used], lr)
         d_lr, d_wd = self.dist.average([d_lr * factor, d_wd])
-        return d_lr, d_wd
+        return (d_lr, d_wd), shared
 
-    def _apply(self, hypergradients: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+    def _apply(self, result: tuple) -> None:
+        hypergradients, shared = result
         if hypergradients is not None:
             self.hyper.apply(*hypergradients)
+        self.shared_grads = shared

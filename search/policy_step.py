@@ -58,6 +58,10 @@ class PolicyStep:
     def update(self, outcome: StepOutcome, info: dict) -> None:
         """Learn from the outcome of training on the batch `augment` returned."""
 
+    def take_val_grads_from(self, weight_update, net: nn.Module) -> None:
+        """Use the validation gradients that `weight_update`'s own pass computes, if this rule needs
+        any (none here)."""
+
     def set_lr(self, lr: float) -> None:
         """The policy optimizer's learning rate from now on."""
         if self.optimizer is not None:
@@ -99,7 +103,8 @@ class GeneralizationStep(ScoreFunctionStep):
     gradients are taken at the classifier, where they are closed-form: for features f and logits z,
     dl/dW = (softmax(z) - onehot(y)) f^T. So the reward of sample n is e_n^T G f_n + e_n . g with
     G, g the classifier's weight and bias gradients of the mean validation loss, refreshed from a
-    probe forward on a validation batch every `val_every` steps (the classifier moves slowly).
+    probe forward on a validation batch every `val_every` steps (the classifier moves slowly), or,
+    where the hypergradient of lr / wd runs a validation pass anyway, taken from its latest one.
     """
 
     def __init__(self, policy: AugmentPolicy, optimizer: torch.optim.Optimizer, val_every: int = 4):
@@ -109,6 +114,11 @@ class GeneralizationStep(ScoreFunctionStep):
         self.val_gradient: tuple[torch.Tensor, torch.Tensor] | None = None
         self._features: torch.Tensor | None = None
         self._owner = 0
+        self.shared: Callable[[], list[torch.Tensor] | None] | None = None
+
+    def take_val_grads_from(self, weight_update, net: nn.Module) -> None:
+        """Take G, g from the classifier gradients of the hypergradient's validation pass (none: probe)."""
+        self.shared = weight_update.share_val_grads(list(net.classifier.parameters()))
 
     def _record(self, module: nn.Module, inputs: tuple) -> None:
         # The hypergradient's validation pass may run the same classifier in a helper thread.
@@ -140,7 +150,10 @@ class GeneralizationStep(ScoreFunctionStep):
         """<validation gradient, sample gradient> at the classifier (larger: the step generalises)."""
         # this step's training forward (every rank's), before the refresh overwrites it
         features = outcome.dist.gather(self._features.float())
-        if self.val_gradient is None or self.calls % self.val_every == 0:
+        shared = self.shared() if self.shared is not None else None
+        if shared is not None:  # the same mean-loss gradients a probe would give, without a forward
+            self.val_gradient = tuple(outcome.dist.average([g.float() for g in shared]))
+        elif self.val_gradient is None or self.calls % self.val_every == 0:
             self._refresh(outcome)
         self.calls += 1
         weight, bias = self.val_gradient

@@ -82,6 +82,7 @@ def build_stage(cfg: RunConfig, mode: Mode, index: int, previous: RunState, devi
                       nan_patience=sec.train.nan_patience)
     dist = run_data.dist
     weight_update = build_weight_update(spec, sec, net, epochs, data.channels, dist)
+    policy_step.take_val_grads_from(weight_update, net)
     if weight_update.note:
         logger.info(weight_update.note)
     searcher = Searcher(net, weight_update, build_arch_step(spec, net, sec, dist), policy_step,

@@ -84,3 +84,29 @@ def test_adversarial_reward_is_the_training_loss():
     step = ScoreFunctionStep(policy, torch.optim.Adam(policy.policy_parameters()))
     loss = torch.tensor([0.5, 2.0])
     assert step.reward(StepOutcome(loss, torch.zeros(2, 3), torch.zeros(2, dtype=torch.long), None, None)) is loss
+
+
+def test_the_hypergradient_pass_supplies_the_validation_gradient_without_a_probe():
+    from hpo.hypergrad import HyperGradient
+    from hpo.weight_update import HyperUpdate, WeightUpdate
+
+    torch.manual_seed(0)
+    net, step = TinyNet(), _step(val_every=1)
+    xv, yv = torch.randn(7, 1, 3, 4), torch.tensor([2, 2, 1, 0, 1, 0, 2])
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    hyper = HyperGradient(lr_bounds=(0.01, 0.2), wd_bounds=(1e-4, 1e-3), h_lr=1e-3)
+    update = HyperUpdate(opt, hyper, lambda x: net(x, probe=False))
+    step.take_val_grads_from(update, net)
+    x, y = torch.randn(5, 1, 3, 4), torch.tensor([0, 1, 2, 0, 1])
+    for i in range(3):
+        with step.watch(net):
+            logits = net(x)
+        step.reward(StepOutcome(torch.zeros(5), logits.detach(), y, lambda: (xv, yv), net))
+        if i > 0:  # from the pass of the step before: at these very weights, the validation gradient
+            torch.testing.assert_close(torch.cat([g.reshape(-1) for g in step.val_gradient]),
+                                       _classifier_grad(net, xv, yv, "mean"), rtol=1e-5, atol=1e-7)
+        opt.zero_grad()
+        nn.functional.cross_entropy(logits, y).backward()
+        update.step(i, lambda: (xv, yv))
+    assert net.probes == 1  # only the first step, before any pass, probed
+    assert step.take_val_grads_from(WeightUpdate(opt), net) is None and step.shared is None
