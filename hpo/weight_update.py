@@ -55,8 +55,8 @@ class WeightUpdate:
         """Complete work the last `step` left running in the background (nothing here)."""
 
     def share_val_grads(self, params: list[nn.Parameter]) -> Callable[[], list[torch.Tensor] | None] | None:
-        """A source of the validation loss's gradients of `params` from this update's own validation
-        pass, the latest one applied (None: this update has no such pass)."""
+        """A source of the validation loss's gradients of `params` (means over the ranks) from this
+        update's own validation pass, the latest one applied (None: this update has no such pass)."""
         return None
 
     def state_dict(self) -> dict:
@@ -236,13 +236,15 @@ class HyperUpdate(WeightUpdate):
         used = [i for i, g in enumerate(grads) if g is not None]
         position = {id(p): i for i, p in enumerate(live)}
         shared = [grads[position[id(p)]] if id(p) in position else None for p in self._shared]
-        shared = shared if shared and all(g is not None for g in shared) else None
-        if not used:
-            return None, shared
-        d_lr, d_wd = lookahead_hypergradients([grads[i] for i in used], [updates[i] for i in used],
-                                              [live[i].detach() for i in used], lr)
-        d_lr, d_wd = self.dist.average([d_lr * factor, d_wd])
-        return (d_lr, d_wd), shared
+        shared = shared if shared and all(g is not None for g in shared) else []
+        hyper = []
+        if used:
+            d_lr, d_wd = lookahead_hypergradients([grads[i] for i in used], [updates[i] for i in used],
+                                                  [live[i].detach() for i in used], lr)
+            hyper = [d_lr * factor, d_wd]
+        # rank means in one all-reduce: every rank then holds (and a checkpoint saves) the same values
+        averaged = self.dist.average(hyper + shared)
+        return (tuple(averaged[:2]) if hyper else None), (averaged[len(hyper):] or None)
 
     def _apply(self, result: tuple) -> None:
         hypergradients, shared = result

@@ -151,8 +151,8 @@ class GeneralizationStep(ScoreFunctionStep):
         # this step's training forward (every rank's), before the refresh overwrites it
         features = outcome.dist.gather(self._features.float())
         shared = self.shared() if self.shared is not None else None
-        if shared is not None:  # the same mean-loss gradients a probe would give, without a forward
-            self.val_gradient = tuple(outcome.dist.average([g.float() for g in shared]))
+        if shared is not None:  # the same rank-mean gradients a probe would give, without a forward
+            self.val_gradient = tuple(g.float() for g in shared)
         elif self.val_gradient is None or self.calls % self.val_every == 0:
             self._refresh(outcome)
         self.calls += 1
