@@ -32,6 +32,30 @@ def tiny_config(save_root: Path, **sections) -> dict:
     return cfg
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "real_export: the run writes a real torch.export model.pt2 (other tests "
+                                       "get a stand-in file, see `_stand_in_export`)")
+
+
+@pytest.fixture(autouse=True)
+def _stand_in_export(request):
+    """torch.export of even a tiny network takes seconds (about a third of a tiny run), so a test about
+    something else gets a small stand-in model.pt2, written the same atomic way. The real export is
+    tested where it is the subject (`@pytest.mark.real_export`: every mode end to end, the exported
+    program's outputs, MobileNet, bf16) and in the subprocess runs, which this does not reach."""
+    if request.node.get_closest_marker("real_export"):
+        yield
+        return
+    import search.export
+    from utils.checkpoint import replace_from_temp
+
+    def stand_in(model, path, image_shape):
+        replace_from_temp(path, lambda tmp: Path(tmp).write_bytes(b"test stand-in for a torch.export program"))
+    with pytest.MonkeyPatch.context() as patch:  # its own: a test's monkeypatch.undo() leaves it in place
+        patch.setattr(search.export, "export_program", stand_in)
+        yield
+
+
 @pytest.fixture
 def write_config(tmp_path):
     """Write a tiny config (with section updates) to tmp_path and return its path."""

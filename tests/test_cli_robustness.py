@@ -130,6 +130,7 @@ def test_a_failed_download_leaves_no_folder_behind(tmp_path):
     assert not (tmp_path / "a").exists()
 
 
+@pytest.mark.real_export
 def test_model_program_takes_any_batch_size(tmp_path):
     from models.genotypes import DARTS_V2
     from models.network import Network

@@ -47,6 +47,7 @@ def test_under_bf16_the_cells_compute_in_bfloat16_and_the_logits_leave_as_float3
         set_amp(net, "fp8")
 
 
+@pytest.mark.real_export
 def test_a_bf16_run_ends_with_a_float32_ready_model(write_config, tmp_path):
     conf = write_config(amp="bf16")
     assert search_darts.main(["--conf_path", str(conf), "--Running", "ista_single_doal", "--device", "cpu"]) == 0

@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 
 import search_darts
@@ -17,6 +18,8 @@ images = torch.load(sys.argv[2])
 with torch.no_grad():
     torch.save(program.module()(images).argmax(1), sys.argv[3])
 """
+
+pytestmark = pytest.mark.real_export
 
 
 def test_exported_program_matches_the_runs_own_evaluation(write_config, tmp_path):

@@ -11,6 +11,7 @@ from models.mobilenet import LAYER_OPS
 SMALL = {"space": "mobilenet", "width": 0.35, "input_size": 32}
 
 
+@pytest.mark.real_export
 @pytest.mark.parametrize("mode", ["darts", "darts_da", "daas"])
 def test_searches_on_the_mobilenet_space_end_with_a_mobilenet_model(mode, write_config, tmp_path):
     conf = write_config(train_architecture=SMALL, tune_architecture=SMALL)
@@ -31,6 +32,7 @@ def test_train_mode_trains_mobilenet_v2_as_the_baseline(write_config, tmp_path):
     assert metrics["genotype"]["layers"] == ["mb3_e6"] * 16
 
 
+@pytest.mark.real_export
 def test_dha_on_the_mobilenet_space_ends_with_the_derived_network_on_64_px_images(write_config, tmp_path):
     arch = {**SMALL, "input_size": 64, "dist_limit": 0.0}
     conf = write_config(train_architecture=arch, train={"epochs": 2, "retrain_epochs": 1, "max_steps_per_epoch": 2})

@@ -13,6 +13,7 @@ ARTIFACTS = ["config.json", "checkpoint.pt", "genotype.json", "policy.json", "hp
              "metrics.jsonl", "model.pt2", "model_state.pt", "log.txt"]
 
 
+@pytest.mark.real_export
 @pytest.mark.parametrize("mode", AVAILABLE)
 def test_mode_runs_end_to_end(mode, write_config, tmp_path, capsys):
     conf = write_config(tune_architecture={"genotype": "DARTS_V2"})  # what `train` trains; searches ignore it

@@ -57,10 +57,19 @@ def test_resume_is_exact_for_single_stage_modes(write_config, tmp_path, monkeypa
         assert ha == hb and ha["learned"]
 
 
+def _arch(mode: str, **keys) -> dict:
+    """train_architecture for `mode`'s resume tests: DARTS at first order. Its unrolled second order holds
+    no state beyond the first order's optimizer (its numbers are tested in test_search_arch_step and, over
+    several processes, test_search_distributed) and costs these tests most of their time."""
+    return {**keys, **({"order": 1} if mode.startswith("darts") else {})}
+
+
 def test_resume_of_a_finished_stage_boundary_in_darts(write_config, tmp_path, monkeypatch):
     train = {"epochs": 2, "max_steps_per_epoch": 2}
-    straight = write_config("straight.json", save_name="straight", train=train, tune={"epochs": 2})
-    broken = write_config("broken.json", save_name="broken", train=train, tune={"epochs": 2})
+    arch = _arch("darts")
+    straight = write_config("straight.json", save_name="straight", train=train, tune={"epochs": 2},
+                            train_architecture=arch)
+    broken = write_config("broken.json", save_name="broken", train=train, tune={"epochs": 2}, train_architecture=arch)
     assert _run(straight, "darts") == 0
     assert _run(broken, "darts", 2, monkeypatch) == 130  # crash right after the search finished
     monkeypatch.undo()
@@ -83,8 +92,8 @@ def test_resume_with_another_mode_is_refused(write_config, tmp_path, monkeypatch
 def test_a_run_interrupted_after_its_last_stage_finishes_on_resume(write_config, tmp_path, monkeypatch, mode):
     # The last checkpoint is written after the last epoch; a crash then (evaluation, export) loses nothing.
     train = {"epochs": 1, "retrain_epochs": 1, "max_steps_per_epoch": 2}
-    straight = write_config("straight.json", save_name="straight", train=train)
-    broken = write_config("broken.json", save_name="broken", train=train)
+    straight = write_config("straight.json", save_name="straight", train=train, train_architecture=_arch(mode))
+    broken = write_config("broken.json", save_name="broken", train=train, train_architecture=_arch(mode))
     assert _run(straight, mode) == 0
     assert _run(broken, mode, 2, monkeypatch) == 130
     monkeypatch.undo()
@@ -206,7 +215,7 @@ def test_sigterm_mid_epoch_checkpoints_the_step_and_resumes_bit_for_bit(write_co
                                                                          capsys, mode):
     # doal: policy, learned lr / wd, and (log_every > steps) a background validation pass pending at the stop
     train = {"epochs": 2, "retrain_epochs": 1, "max_steps_per_epoch": 4}
-    extra = {"log_every": 10, "train_architecture": {"dist_limit": 0.0}, "tune": {"epochs": 1}}
+    extra = {"log_every": 10, "train_architecture": _arch(mode, dist_limit=0.0), "tune": {"epochs": 1}}
     straight = write_config("straight.json", save_name="straight", train=train, **extra)
     broken = write_config("broken.json", save_name="broken", train=train, **extra)
     assert _run(straight, mode) == 0
@@ -230,8 +239,8 @@ def test_sigterm_mid_epoch_checkpoints_the_step_and_resumes_bit_for_bit(write_co
 def test_sigterm_during_the_final_export_is_finished_by_resume(write_config, tmp_path, monkeypatch, mode):
     import search.pipeline
     train = {"epochs": 1, "retrain_epochs": 1, "max_steps_per_epoch": 2}
-    straight = write_config("straight.json", save_name="straight", train=train)
-    broken = write_config("broken.json", save_name="broken", train=train)
+    straight = write_config("straight.json", save_name="straight", train=train, train_architecture=_arch(mode))
+    broken = write_config("broken.json", save_name="broken", train=train, train_architecture=_arch(mode))
     assert _run(straight, mode) == 0
     real_export = search.pipeline.export_model
 
