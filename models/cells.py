@@ -159,7 +159,7 @@ class SearchCell(nn.Module):
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor,
                 active: Sequence[Sequence[int]], drop_prob: float = 0.0,
-                acts: Activations | None = None) -> torch.Tensor:
+                acts: Activations | None = None, drop_shard: tuple[int, int] = (0, 1)) -> torch.Tensor:
         """weights: [n_edges, n_ops]; active[e]: the op indices of edge e to evaluate (host ints);
         `acts` shares ReLUs of the inputs with the rest of the network's forward."""
         acts = acts if acts is not None else Activations()
@@ -173,7 +173,7 @@ class SearchCell(nn.Module):
                     op = self.edges[e].ops[k]
                     out = acts.run(op, states[j])
                     if self.training and drop_prob > 0 and not isinstance(op, Identity):
-                        out = drop_path(out, drop_prob)
+                        out = drop_path(out, drop_prob, drop_shard)
                     node_weights.append(weights[e, k])
                     outs.append(out)
             if not outs:
@@ -202,7 +202,7 @@ class Cell(nn.Module):
         self.register_buffer("op_scale", torch.ones(len(gene)))
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0,
-                acts: Activations | None = None) -> torch.Tensor:
+                acts: Activations | None = None, drop_shard: tuple[int, int] = (0, 1)) -> torch.Tensor:
         acts = acts if acts is not None else Activations()
         states = [acts.run(self.preprocess0, s0), acts.run(self.preprocess1, s1)]
         for node in range(self.steps):
@@ -210,7 +210,7 @@ class Cell(nn.Module):
             for k in (2 * node, 2 * node + 1):
                 out = acts.run(self.ops[k], states[self.inputs[k]])
                 if self.training and drop_prob > 0 and not isinstance(self.ops[k], Identity):
-                    out = drop_path(out, drop_prob)
+                    out = drop_path(out, drop_prob, drop_shard)
                 total = _accumulate(total, out, self.op_scale[k])
             states.append(total)
         return torch.cat([states[i] for i in self.concat], dim=1)

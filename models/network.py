@@ -25,6 +25,7 @@ class Network(nn.Module):
                            auxiliary=auxiliary, stem=stem, in_channels=in_channels,
                            mean=list(mean), std=list(std))
         self.drop_path_prob = 0.0
+        self.drop_path_shard = (0, 1)  # (rank, world): this process's share of the global batch
         self.memory_format = torch.contiguous_format
         self.amp = "off"  # models/amp.py
         self.layers = layers
@@ -51,7 +52,7 @@ class Network(nn.Module):
             aux, acts = None, Activations(probe)
             drop = 0.0 if probe else self.drop_path_prob
             for i, cell in enumerate(self.cells):
-                s0, s1 = s1, cell(s0, s1, drop, acts)
+                s0, s1 = s1, cell(s0, s1, drop, acts, self.drop_path_shard)
                 if i == self.aux_index and self.aux_head is not None and self.training and with_aux:
                     aux = self.aux_head(s1, probe)
             logits = self.classifier(global_avg_pool(s1))

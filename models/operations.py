@@ -308,10 +308,16 @@ def make_op(name: str, channels: int, stride: int, affine: bool = True) -> nn.Mo
     return OPS[name](channels, stride, affine)
 
 
-def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
-    """Zero whole samples with probability `drop_prob` and rescale the rest (DARTS drop path)."""
+def drop_path(x: torch.Tensor, drop_prob: float, shard: tuple[int, int] = (0, 1)) -> torch.Tensor:
+    """Zero whole samples with probability `drop_prob` and rescale the rest (DARTS drop path).
+
+    shard (rank, world): x is this rank's equal share of a global batch; the mask is drawn for the
+    whole global batch (every rank draws the same numbers) and sliced, so several processes drop what
+    one process with the global batch would."""
     if drop_prob <= 0.0:
         return x
     keep = 1.0 - drop_prob
-    mask = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
+    rank, world = shard
+    n = x.shape[0]
+    mask = torch.empty(n * world, 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)[rank * n:(rank + 1) * n]
     return x.div(keep).mul(mask)

@@ -28,6 +28,7 @@ class Supernet(nn.Module):
         self.layers = layers
         self.num_edges = sum(n + 2 for n in range(steps))
         self.drop_path_prob = 0.0
+        self.drop_path_shard = (0, 1)  # (rank, world): this process's share of the global batch
         self.memory_format = torch.contiguous_format
         self.amp = "off"  # models/amp.py
         self.net_kwargs = dict(init_channels=init_channels, num_classes=num_classes, layers=layers,
@@ -103,9 +104,9 @@ class Supernet(nn.Module):
             drop = 0.0 if probe else self.drop_path_prob
             for i, cell in enumerate(self.cells):
                 if cell.reduction:
-                    s0, s1 = s1, cell(s0, s1, w_reduce, a_reduce, drop, acts)
+                    s0, s1 = s1, cell(s0, s1, w_reduce, a_reduce, drop, acts, self.drop_path_shard)
                 else:
-                    s0, s1 = s1, cell(s0, s1, w_normal, a_normal, drop, acts)
+                    s0, s1 = s1, cell(s0, s1, w_normal, a_normal, drop, acts, self.drop_path_shard)
                 if i == self.aux_index and self.aux_head is not None and self.training and with_aux:
                     aux = self.aux_head(s1, probe)
             logits = self.classifier(global_avg_pool(s1))

@@ -173,6 +173,7 @@ class Searcher:
         self.weight_update.start_epoch(epoch)
         self.policy_step.start_epoch()
         self.net.drop_path_prob = self.loop.drop_path_max * epoch / max(1, self.loop.epochs)
+        self.net.drop_path_shard = (self.dist.rank, self.dist.world)
         if self.loop.searching:
             self.net.on_epoch_start(epoch)
 

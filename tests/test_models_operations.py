@@ -62,6 +62,19 @@ def test_drop_path():
     assert torch.allclose(out[kept], x[kept] / 0.75)  # survivors rescaled
 
 
+def test_drop_path_of_a_share_drops_what_one_process_with_the_global_batch_would():
+    x = torch.rand(12, 2, 3, 3) + 0.5
+    torch.manual_seed(3)
+    whole = drop_path(x, 0.5)
+    shares = []
+    for rank in range(3):  # every rank draws from the same seeded stream
+        torch.manual_seed(3)
+        shares.append(drop_path(x[4 * rank:4 * (rank + 1)], 0.5, shard=(rank, 3)))
+    assert torch.equal(torch.cat(shares), whole)
+    torch.manual_seed(3)
+    assert not torch.equal(drop_path(x[4:8], 0.5), whole[4:8])  # a share's own mask would not be the same
+
+
 @pytest.mark.parametrize("kernel", [3, 5])
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("size", [8, 9])

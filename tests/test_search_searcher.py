@@ -271,3 +271,12 @@ def test_patience_steps_in_a_row_stop_the_stage_with_one_line():
         searcher.train_epoch(0)
     handle.remove()
     assert searcher.guard.total == 3
+
+
+def test_each_epoch_tells_the_network_its_share_of_the_global_batch():
+    from utils.distributed import Distributed
+    searcher = _searcher([])
+    searcher.dist = Distributed(rank=1, world=2)  # no collective runs before the first step
+    searcher.loop.drop_path_max = 0.3
+    searcher.start_epoch(1)
+    assert searcher.net.drop_path_shard == (1, 2) and searcher.net.drop_path_prob == pytest.approx(0.15)
