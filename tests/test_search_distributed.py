@@ -70,7 +70,7 @@ def _tensors(state, prefix=""):
 
 MODES = {
     # joint ISTA search + pair policy (adversarial) + learned lr / wd: DHA
-    "ista_single_doal": {"da": {"objective": "adversarial"}},
+    "ista_single_doal": {"da": {"objective": "adversarial"}, "hpo": {"every": 1}},  # a hypergradient every step
     # the same with the generalization objective (the validation gradient at the classifier)
     "ista_single_da": {"da": {"objective": "generalization"}},
     # DARTS, unrolled second order (every gradient of the formula averaged)

@@ -213,9 +213,11 @@ def _sigterm_at_step(monkeypatch, step: int) -> None:
 @pytest.mark.parametrize("mode", ["ista_single_doal", "darts_da"])
 def test_sigterm_mid_epoch_checkpoints_the_step_and_resumes_bit_for_bit(write_config, tmp_path, monkeypatch,
                                                                          capsys, mode):
-    # doal: policy, learned lr / wd, and (log_every > steps) a background validation pass pending at the stop
+    # doal: policy, learned lr / wd, and (log_every > steps, a pass every step) a background validation
+    # pass pending at the stop
     train = {"epochs": 2, "retrain_epochs": 1, "max_steps_per_epoch": 4}
-    extra = {"log_every": 10, "train_architecture": _arch(mode, dist_limit=0.0), "tune": {"epochs": 1}}
+    extra = {"log_every": 10, "train_architecture": _arch(mode, dist_limit=0.0), "tune": {"epochs": 1},
+             "hpo": {"every": 1}}
     straight = write_config("straight.json", save_name="straight", train=train, **extra)
     broken = write_config("broken.json", save_name="broken", train=train, **extra)
     assert _run(straight, mode) == 0

@@ -108,7 +108,7 @@ class HpoConfig:
     weight_decay_up: float = 5e-4
     anneal: bool = True  # the learned lr is the stage's peak, run times the stage's cosine fall (w_lr_min / w_lr at its end; 1 throughout a constant-lr search) | false: as learned (DHA)
     restart: bool = False  # reset lr and wd to the midpoints when the search ends
-    every: int = 1  # update the hyper-parameters every N steps
+    every: int = 4  # hypergradient step (and its validation pass) every N weight steps | 1: every step (DHA)
     signal: str = "val"  # val (DHA) | train (hypergradient descent of Baydin et al.)
     reference_val_pass: bool = False  # true: the val pass updates BN running stats and keeps drop path (DHA)
     overlap: bool = True  # CPU: step t's val pass may run on a helper thread beside step t+1's training pass, where that pays (small steps; the log says)
