@@ -140,3 +140,5 @@ def test_model_program_takes_any_batch_size(tmp_path):
     program = torch.export.load(tmp_path / "model.pt2")
     bounds = list(program.range_constraints.values())
     assert len(bounds) == 1 and bounds[0].upper > 2**40
+    for n in (1, 5):  # neither of them the batch of 2 it was traced with
+        assert program.module()(torch.rand(n, 3, 8, 8)).shape == (n, 3)  # 3 classes
