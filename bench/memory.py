@@ -27,8 +27,10 @@ from step_time import child_json, make_searcher, measure_steps  # noqa: E402
 DHA = dict(init_channels=36, layers=20, batch_size=96)
 DARTS = dict(init_channels=16, layers=8, batch_size=64)
 # "overlap forced": the overlapped validation pass where the automatic choice (search/build.py,
-# overlap_choice) turns it off at this size, to show why.
-ROWS = [("ista_single_doal", {}, DHA), ("ista_single_doal", {"overlap": "forced"}, DHA),
+# overlap_choice) turns it off at this size, to show why. A hypergradient every step, as DHA: the
+# step measured is the one with the validation pass.
+EVERY_STEP = {"hpo.every": 1}
+ROWS = [("ista_single_doal", EVERY_STEP, DHA), ("ista_single_doal", {**EVERY_STEP, "overlap": "forced"}, DHA),
         ("ista_single_nor", {}, DHA), ("darts", {}, DARTS)]
 
 
