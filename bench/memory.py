@@ -1,14 +1,17 @@
 """Peak memory and time of one search step at the papers' CIFAR sizes.
 
-    python bench/memory.py DATA_DIR [--steps 3] [--warmup 2] [--threads 2] [--device cpu|cuda]
+    python bench/memory.py DATA_DIR [--steps 4] [--warmup 2] [--threads 2] [--device cpu|cuda]
 
 DATA_DIR: an ImageFolder root with train/ (e.g. shared/data/cifar10-subset), used at 32x32. Rows:
-the single-stage modes at DHA's size (C=36, 20 cells, batch 96), `ista_single_doal` also with the
-overlapped validation pass forced on (the automatic choice turns it off at this size), and `darts` at DARTS' search size (C=16, 8 cells, batch 64); on CUDA
-every row also with `amp: bf16`. Each row runs in its own child process (peak memory is per
+`ista_single_doal` at DHA's size (C=36, 20 cells, batch 96) with a hypergradient every step as the
+original (also with the overlapped validation pass forced on, which the automatic choice turns off
+at this size, and with cells recomputed in backward: `recompute_cells`), at the default hpo.every,
+`ista_single_nor` at the same size and `darts` at DARTS' search size (C=16, 8 cells, batch 64); on
+CUDA every row also with `amp: bf16`. Each row runs in its own child process (peak memory is per
 process): on CPU the peak RSS of the process and its growth over the steps (what the steps add to
-the built model and data), on CUDA `torch.cuda.max_memory_allocated`; time is the median over
---steps steps after --warmup, and images / s.
+the built model and data), on CUDA `torch.cuda.max_memory_allocated`; time is the mean over --steps
+steps after --warmup (4: one whole cycle of the default hpo.every), and images / s. `--rows 0,4`
+runs only those rows.
 """
 from __future__ import annotations
 
@@ -24,13 +27,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from step_time import child_json, make_searcher, measure_steps  # noqa: E402
 
+# The original DHA code (hypergradient every step) at DHA's size, 2 threads, measured side by side
+# with ours by an earlier session on this kind of 2-core CPU.
+ORIGINAL_SECONDS, ORIGINAL_MIB = 21.1, 12099
 DHA = dict(init_channels=36, layers=20, batch_size=96)
 DARTS = dict(init_channels=16, layers=8, batch_size=64)
 # "overlap forced": the overlapped validation pass where the automatic choice (search/build.py,
 # overlap_choice) turns it off at this size, to show why. A hypergradient every step, as DHA: the
 # step measured is the one with the validation pass.
+# Then with cells recomputed in backward (recompute_cells: the first 4 or the 6 full-resolution
+# cells of the 20, or all), and at the default hpo.every (4: the time is the mean over a cycle).
 EVERY_STEP = {"hpo.every": 1}
 ROWS = [("ista_single_doal", EVERY_STEP, DHA), ("ista_single_doal", {**EVERY_STEP, "overlap": "forced"}, DHA),
+        ("ista_single_doal", {**EVERY_STEP, "recompute_cells": 6}, DHA),
+        ("ista_single_doal", {**EVERY_STEP, "recompute_cells": -1}, DHA),
+        ("ista_single_doal", {}, DHA), ("ista_single_doal", {"recompute_cells": 4}, DHA),
+        ("ista_single_doal", {"recompute_cells": 6}, DHA),
         ("ista_single_nor", {}, DHA), ("darts", {}, DARTS)]
 
 
@@ -46,6 +58,10 @@ def measure(data_dir: str, row: int, amp: str, steps: int, warmup: int, threads:
     return {**measure_steps(searcher, steps, warmup, torch.device(device)), "batch": size["batch_size"]}
 
 
+def _row_args(text: str) -> list[int]:
+    return [int(r) for r in text.split(",")] if text else list(range(len(ROWS)))
+
+
 def _label(mode: str, overrides: dict, size: dict, amp: str) -> str:
     extra = "".join(f" {k.split('.')[-1]}={v}" for k, v in overrides.items()) + (" bf16" if amp == "bf16" else "")
     return f"{mode}{extra} C={size['init_channels']} L={size['layers']} B={size['batch_size']}"
@@ -55,10 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     """Every row in a child process; the table and a summary."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data_dir")
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--rows", default="", help="comma-separated row numbers (default: all)")
     parser.add_argument("--row", type=int, default=None, help=argparse.SUPPRESS)  # child mode
     parser.add_argument("--amp", default="off", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -71,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     amps = ["off", "bf16"] if args.device.startswith("cuda") else ["off"]
     results = []
-    for row in range(len(ROWS)):
+    for row in _row_args(args.rows):
         for amp in amps:
             results.append((_label(*ROWS[row], amp), child_json(
                 [__file__, args.data_dir, "--row", str(row), "--amp", amp, "--steps", str(args.steps),
@@ -81,10 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     for label, r in results:
         print(f"{label:<52} {r['seconds']:8.2f} {r['batch'] / r['seconds']:9.1f} {r[memory_key]:9.0f} "
               f"{r['step_rss_mib']:9.0f}")
-    doal, forced = results[0][1], results[len(amps)][1]
-    print(f"summary: ista_single_doal at DHA's size {doal['seconds']:.2f} s/step, peak {doal[memory_key]:.0f} MiB "
-          f"({forced['seconds']:.2f} s and {forced[memory_key]:.0f} MiB with the overlapped validation pass forced "
-          f"on), on {args.device} with {args.threads} threads")
+    shown = [f"{label.split(' C=')[0].replace('ista_single_doal', 'doal')}: {ORIGINAL_SECONDS / r['seconds']:.2f}x, "
+             f"{r[memory_key] / ORIGINAL_MIB:.0%}" for label, r in results if label.startswith("ista_single_doal")]
+    print(f"summary: against the original DHA code at its size ({ORIGINAL_SECONDS} s/step, {ORIGINAL_MIB:,} MiB peak "
+          f"RSS on this kind of CPU), speed-up and share of its memory: {'; '.join(shown)} "
+          f"({args.device}, {args.threads} threads)")
     return 0
 
 

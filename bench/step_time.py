@@ -55,8 +55,8 @@ def make_searcher(data_dir: str, mode_name: str, overrides: dict, device: torch.
 
 
 def measure_steps(searcher, steps: int, warmup: int, device: torch.device) -> dict:
-    """In this process: run warmup + steps training steps on two cached batches; the median seconds
-    of the timed ones, the peak RSS (MiB) and its growth over the steps, on CUDA the peak allocated."""
+    """In this process: run warmup + steps training steps on two cached batches; the mean seconds
+    of the timed ones (a whole hpo.every cycle when steps is a multiple of it), the peak RSS (MiB) and its growth over the steps, on CUDA the peak allocated."""
     batches = iter(searcher.train_loader)
     cached = [next(batches) for _ in range(2)]
     built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
@@ -75,7 +75,7 @@ def measure_steps(searcher, steps: int, warmup: int, device: torch.device) -> di
         if i >= warmup:
             times.append(time.perf_counter() - start)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result = {"seconds": statistics.median(times), "peak_rss_mib": peak, "step_rss_mib": peak - built}
+    result = {"seconds": statistics.mean(times), "peak_rss_mib": peak, "step_rss_mib": peak - built}
     if device.type == "cuda":
         result["cuda_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     return result

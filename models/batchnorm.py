@@ -98,8 +98,12 @@ class BatchNorm2d(nn.BatchNorm2d):
                 self._track(mean, var, m)
             return y
         if not self._row_path(x):
-            if frozen:  # batch statistics, running statistics untouched
-                return nn.functional.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+            if frozen:  # batch statistics; copies of the running statistics take the update
+                # The same op as a training forward, so it saves the same tensors: a recomputed
+                # forward (models/cells.py, call_cell) must match the one it replays.
+                copies = [None if b is None else b.clone() for b in (self.running_mean, self.running_var)]
+                return nn.functional.batch_norm(x, *copies, self.weight, self.bias, True, self.momentum or 0.0,
+                                                self.eps)
             return super().forward(x)
         c = x.shape[1]
         weight = self.weight if self.weight is not None else torch.ones(c, dtype=x.dtype, device=x.device)

@@ -1,6 +1,7 @@
 """The discrete network built from a genotype: the ready-to-use model every mode ends with."""
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -8,7 +9,8 @@ import torch
 from torch import nn
 
 from models.amp import autocast
-from models.cells import Activations, AuxiliaryHead, Cell, Normalize, Stem, aux_channels, cell_plan
+from models.cells import (Activations, AuxiliaryHead, Cell, Normalize, Stem, aux_channels, call_cell, cell_plan,
+                          recomputes)
 from models.genotypes import Genotype, genotype_from_dict
 from models.operations import global_avg_pool
 
@@ -28,6 +30,7 @@ class Network(nn.Module):
         self.drop_path_shard = (0, 1)  # (rank, world): this process's share of the global batch
         self.memory_format = torch.contiguous_format
         self.amp = "off"  # models/amp.py
+        self.recompute_cells = 0  # models/cells.py, recomputes
         self.layers = layers
         self.normalize = Normalize(mean, std)
         self.stem = Stem(stem, in_channels, init_channels)
@@ -52,7 +55,8 @@ class Network(nn.Module):
             aux, acts = None, Activations(probe)
             drop = 0.0 if probe else self.drop_path_prob
             for i, cell in enumerate(self.cells):
-                s0, s1 = s1, cell(s0, s1, drop, acts, self.drop_path_shard)
+                call = partial(_cell_call, cell, drop, self.drop_path_shard)
+                s0, s1 = s1, call_cell(call, s0, s1, acts, recomputes(i, self.recompute_cells))
                 if i == self.aux_index and self.aux_head is not None and self.training and with_aux:
                     aux = self.aux_head(s1, probe)
             logits = self.classifier(global_avg_pool(s1))
@@ -69,6 +73,11 @@ class Network(nn.Module):
     def arch_parameters(self) -> list[nn.Parameter]:
         """None: the architecture is fixed."""
         return []
+
+
+def _cell_call(cell: Cell, drop: float, shard: tuple[int, int], s0: torch.Tensor, s1: torch.Tensor,
+               acts: Activations) -> torch.Tensor:
+    return cell(s0, s1, drop, acts, shard)
 
 
 def set_channels_last(model: nn.Module, enabled: bool) -> nn.Module:

@@ -1,13 +1,15 @@
 """The supernet skeleton shared by every search space; subclasses say how alphas become weights."""
 from __future__ import annotations
 
+from functools import partial
 from typing import Sequence
 
 import torch
 from torch import nn
 
 from models.amp import autocast
-from models.cells import Activations, AuxiliaryHead, Normalize, SearchCell, Stem, aux_channels, cell_plan
+from models.cells import (Activations, AuxiliaryHead, Normalize, SearchCell, Stem, aux_channels, call_cell, cell_plan,
+                          recomputes)
 from models.genotypes import Genotype
 from models.operations import global_avg_pool
 
@@ -31,6 +33,7 @@ class Supernet(nn.Module):
         self.drop_path_shard = (0, 1)  # (rank, world): this process's share of the global batch
         self.memory_format = torch.contiguous_format
         self.amp = "off"  # models/amp.py
+        self.recompute_cells = 0  # models/cells.py, recomputes
         self.net_kwargs = dict(init_channels=init_channels, num_classes=num_classes, layers=layers,
                                auxiliary=auxiliary, stem=stem, in_channels=in_channels,
                                mean=list(mean), std=list(std))
@@ -103,10 +106,9 @@ class Supernet(nn.Module):
             aux, acts = None, Activations(probe)
             drop = 0.0 if probe else self.drop_path_prob
             for i, cell in enumerate(self.cells):
-                if cell.reduction:
-                    s0, s1 = s1, cell(s0, s1, w_reduce, a_reduce, drop, acts, self.drop_path_shard)
-                else:
-                    s0, s1 = s1, cell(s0, s1, w_normal, a_normal, drop, acts, self.drop_path_shard)
+                w, a = (w_reduce, a_reduce) if cell.reduction else (w_normal, a_normal)
+                call = partial(_search_cell_call, cell, w, a, drop, self.drop_path_shard)
+                s0, s1 = s1, call_cell(call, s0, s1, acts, recomputes(i, self.recompute_cells))
                 if i == self.aux_index and self.aux_head is not None and self.training and with_aux:
                     aux = self.aux_head(s1, probe)
             logits = self.classifier(global_avg_pool(s1))
@@ -115,3 +117,8 @@ class Supernet(nn.Module):
     def forward(self, x: torch.Tensor, probe: bool = False) -> torch.Tensor:
         """x: [N, C, H, W] float in [0, 1] -> logits. (`probe`: see `forward_with_aux`)"""
         return self.forward_with_aux(x, with_aux=False, probe=probe)[0]  # validation passes in training mode skip the head
+
+
+def _search_cell_call(cell: SearchCell, weights: torch.Tensor, active, drop: float, shard: tuple[int, int],
+                      s0: torch.Tensor, s1: torch.Tensor, acts: Activations) -> torch.Tensor:
+    return cell(s0, s1, weights, active, drop, acts, shard)

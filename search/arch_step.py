@@ -131,6 +131,16 @@ class SecondOrderArchStep(BilevelArchStep):
 
         Co-optimised parameters (a differentiable policy) get the first-order part dL_val(w')/dp.
         """
+        # functional_call swaps the parameters in only while its forward runs: a cell recomputed
+        # in backward would run on the real ones.
+        recompute, net.recompute_cells = getattr(net, "recompute_cells", 0), 0
+        try:
+            self._update(net, train, val, lr, weight_optimizer, co_optimizer)
+        finally:
+            net.recompute_cells = recompute
+
+    def _update(self, net: nn.Module, train: Batch, val: Batch, lr: float, weight_optimizer: torch.optim.Optimizer,
+                co_optimizer: torch.optim.Optimizer | None) -> None:
         arch = {n: p for n, p in net.named_parameters() if any(p is a for a in net.arch_parameters())}
         weights = {n: p for n, p in net.named_parameters() if n not in arch and p.requires_grad}
         # Extra forwards must not move the BN running statistics of the real network.

@@ -107,6 +107,7 @@ def run_mode(cfg: RunConfig, mode: Mode, device: torch.device, run_dir: Path, lo
         stage.searcher.load_carry_state(state.carry)
     final = stage.net.derive_model() if stage.spec.kind is Kind.CONTINUE else stage.net
     final = set_amp(set_channels_last(final, cfg.channels_last), "off")  # the ready model runs in float32
+    final.recompute_cells = 0  # and stores what its backward needs, if a user trains it on
     metrics = _finish(cfg, mode, final, stage, state, device, run_dir, logger,
                       clock())
     state.finished = True

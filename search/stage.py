@@ -72,6 +72,7 @@ def build_stage(cfg: RunConfig, mode: Mode, index: int, previous: RunState, devi
     torch.manual_seed(derive_seed(cfg.seed, index, 10**6))
     net = build_stage_net(cfg, mode, index, data, previous.genotype()).to(device)
     net = set_sync_batchnorm(set_amp(set_channels_last(net, cfg.channels_last), cfg.amp), run_data.dist.world)
+    _set_recompute(net, cfg.recompute_cells, logger)
     policy_step = build_policy_step(spec, sec, device, previous.policy_export)
     epochs = stage_epochs(spec, sec.train)
     loop = LoopConfig(stage=spec.kind.value, stage_index=index, epochs=epochs, seed=cfg.seed,
@@ -92,6 +93,13 @@ def build_stage(cfg: RunConfig, mode: Mode, index: int, previous: RunState, devi
     if spec.kind is Kind.CONTINUE:
         hand_over(searcher, previous.carry, sec)
     return Stage(index, spec, sec, data, loaders, net, searcher)
+
+
+def _set_recompute(net: nn.Module, recompute_cells: int, logger: RunLogger) -> None:
+    if hasattr(net, "recompute_cells"):
+        net.recompute_cells = recompute_cells
+    elif recompute_cells:
+        logger.info(f"recompute_cells {recompute_cells} ignored: {type(net).__name__} has no cells")
 
 
 def hand_over(searcher: Searcher, carry: dict | None, sec: StageSections) -> None:

@@ -146,6 +146,7 @@ def test_int_accepted_for_float_and_null_for_optional() -> None:
     ({"train_architecture": {"stem": "resnet"}}, "train_architecture.stem"),
     ({"da": {"temperature": 0}}, "da.temperature"),
     ({"dataset": {"mean": [0.5, 0.5]}}, "dataset.mean"),
+    ({"recompute_cells": -2}, "recompute_cells"),
 ])
 def test_bad_value_names_key(raw: dict, key: str) -> None:
     raises(raw, key)

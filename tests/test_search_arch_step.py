@@ -183,6 +183,25 @@ def test_second_order_on_supernet_changes_only_alphas(supernet):
         assert torch.equal(b, buffers_before[n]), n
 
 
+def test_second_order_step_is_the_same_with_recomputed_cells(supernet):
+    net = supernet
+    train, val = _batches()
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    results = []
+    for recompute_cells in (0, -1):
+        net.load_state_dict(state)
+        net.recompute_cells = recompute_cells
+        w_opt = torch.optim.SGD(net.weight_parameters(), lr=0.05, momentum=0.9)
+        step = SecondOrderArchStep(make_arch_optimizer(net.arch_parameters(), lr=0.01, weight_decay=0.0),
+                                   momentum=0.9, weight_decay=3e-4)
+        step.update(net, train, val, 0.05, w_opt)
+        results.append([a.detach().clone() for a in net.arch_parameters()])
+        assert net.recompute_cells == recompute_cells
+    for a, b in zip(*results):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7)
+    assert not torch.equal(results[0][0], state["alpha_normal"])
+
+
 def test_joint_step_updates_and_clears(supernet):
     net = supernet
     train, _ = _batches()

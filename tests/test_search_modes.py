@@ -116,3 +116,22 @@ def test_train_mode_without_a_genotype_is_refused_before_writing(write_config, t
     assert search_darts.main(["--conf_path", str(conf), "--Running", "train"]) == 2
     assert "tune_architecture.genotype" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_recomputed_cells_leave_the_run_unchanged(write_config, tmp_path):
+    """recompute_cells trades memory for compute only: the same search (hypergradient every step,
+    drop path in the continued stage), up to float rounding of the reordered backward."""
+    records = {}
+    for recompute_cells in (0, -1):
+        conf = write_config(f"r{recompute_cells}.json", recompute_cells=recompute_cells, save_name=f"r{recompute_cells}",
+                            hpo={"every": 1})
+        assert search_darts.main(["--conf_path", str(conf), "--Running", "ista_single_doal", "--device", "cpu"]) == 0
+        run_dir = tmp_path / "runs" / f"fake_ista_single_doal_r{recompute_cells}"
+        records[recompute_cells] = ([json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()],
+                                    json.loads((run_dir / "hparams.json").read_text())["trace"])
+    (plain, plain_trace), (recomputed, recomputed_trace) = records[0], records[-1]
+    assert [r["stage"] for r in plain] == ["search", "continue"]
+    for a, b in zip(plain + plain_trace, recomputed + recomputed_trace):
+        for key, value in a.items():
+            if isinstance(value, float) and "seconds" not in key and key != "time":
+                assert b[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key

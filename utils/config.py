@@ -151,6 +151,7 @@ class RunConfig:
     cudnn_benchmark: bool = True  # let cuDNN pick the fastest kernels (CUDA only)
     deterministic: bool = False  # deterministic kernels (slower on CUDA; CPU runs are deterministic)
     amp: str = "off"  # off | bf16: the network forwards under bfloat16 autocast (losses, lr / wd, LASSO stay float32 / float64)
+    recompute_cells: int = 0  # the first N cells (-1: all) keep only their inputs for backward and run their forward again there: less memory for more compute (bench/memory.py)
     channels_last: bool = True  # NHWC layout: 2-7x faster depthwise/1x1 convs on CPU, tensor cores on CUDA
     progress: bool = True  # tqdm progress bar per epoch (also off when stderr is not a terminal)
     log_every: int = 20  # steps between TensorBoard scalar points

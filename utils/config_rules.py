@@ -35,6 +35,7 @@ def validate(cfg: RunConfig) -> None:
     """Every rule of every section; the first failure is raised as a one-line ConfigError."""
     _check(0 <= cfg.seed < 2**32, f"config key 'seed' must be in [0, 2**32), got {cfg.seed}")
     _choice(cfg.amp, "amp", ("off", "bf16"))
+    _check(cfg.recompute_cells >= -1, f"config key 'recompute_cells' must be >= -1 (-1: every cell), got {cfg.recompute_cells}")
     _check(cfg.log_every >= 1, f"config key 'log_every' must be >= 1, got {cfg.log_every}")
     name = cfg.save_name
     _check(name not in (".", "..") and not any(c in name for c in "/\\") and name.isprintable(),
