@@ -26,10 +26,13 @@ def test_searches_on_the_mobilenet_space_end_with_a_mobilenet_model(mode, write_
 
 
 def test_train_mode_trains_mobilenet_v2_as_the_baseline(write_config, tmp_path):
-    conf = write_config(tune_architecture={"genotype": "MOBILENET_V2", **SMALL})
+    # recompute_cells is for the cell space: here a notice, and the run goes on
+    conf = write_config(tune_architecture={"genotype": "MOBILENET_V2", **SMALL}, recompute_cells=2)
     assert search_darts.main(["--conf_path", str(conf), "--Running", "train", "--device", "cpu"]) == 0
     metrics = json.loads((tmp_path / "runs" / "fake_train" / "metrics.json").read_text())
     assert metrics["genotype"]["layers"] == ["mb3_e6"] * 16
+    log = (tmp_path / "runs" / "fake_train" / "log.txt").read_text()
+    assert "recompute_cells 2 ignored: MobileNetwork has no cells" in log
 
 
 @pytest.mark.real_export
