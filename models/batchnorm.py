@@ -100,7 +100,7 @@ class BatchNorm2d(nn.BatchNorm2d):
         if not self._row_path(x):
             if frozen:  # batch statistics; copies of the running statistics take the update
                 # The same op as a training forward, so it saves the same tensors: a recomputed
-                # forward (models/cells.py, call_cell) must match the one it replays.
+                # forward (models/activations.py, call_cell) must match the one it replays.
                 copies = [None if b is None else b.clone() for b in (self.running_mean, self.running_var)]
                 return nn.functional.batch_norm(x, *copies, self.weight, self.bias, True, self.momentum or 0.0,
                                                 self.eps)

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from models.amp import autocast
-from models.cells import (Activations, AuxiliaryHead, Cell, Normalize, Stem, aux_channels, call_cell, cell_plan,
-                          recomputes)
+from models.activations import Activations, call_cell, recomputes
+from models.cells import AuxiliaryHead, Cell, Normalize, Stem, aux_channels, cell_plan
 from models.genotypes import Genotype, genotype_from_dict
 from models.operations import global_avg_pool
 
@@ -30,7 +30,7 @@ class Network(nn.Module):
         self.drop_path_shard = (0, 1)  # (rank, world): this process's share of the global batch
         self.memory_format = torch.contiguous_format
         self.amp = "off"  # models/amp.py
-        self.recompute_cells = 0  # models/cells.py, recomputes
+        self.recompute_cells = 0  # models/activations.py, recomputes
         self.layers = layers
         self.normalize = Normalize(mean, std)
         self.stem = Stem(stem, in_channels, init_channels)

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from models.amp import autocast
-from models.cells import (Activations, AuxiliaryHead, Normalize, SearchCell, Stem, aux_channels, call_cell, cell_plan,
-                          recomputes)
+from models.activations import Activations, call_cell, recomputes
+from models.cells import AuxiliaryHead, Normalize, SearchCell, Stem, aux_channels, cell_plan
 from models.genotypes import Genotype
 from models.operations import global_avg_pool
 
@@ -33,7 +33,7 @@ class Supernet(nn.Module):
         self.drop_path_shard = (0, 1)  # (rank, world): this process's share of the global batch
         self.memory_format = torch.contiguous_format
         self.amp = "off"  # models/amp.py
-        self.recompute_cells = 0  # models/cells.py, recomputes
+        self.recompute_cells = 0  # models/activations.py, recomputes
         self.net_kwargs = dict(init_channels=init_channels, num_classes=num_classes, layers=layers,
                                auxiliary=auxiliary, stem=stem, in_channels=in_channels,
                                mean=list(mean), std=list(std))

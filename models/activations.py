@@ -1,0 +1,75 @@
+"""What one network forward shares between its cells, and the cells that rerun their forward in
+backward instead of storing activations (`recompute_cells`)."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from models.operations import Layers
+
+
+class Activations:
+    """What one network forward shares between its ops: relu(x) computed once per tensor, and
+    whether the forward is a probe (training-mode batch statistics, running statistics untouched).
+
+    Several ops start with a ReLU of the same state (both preprocessors of a cell read the stem or
+    a cell output that the next cell reads again; nodes share inputs); each would otherwise store
+    its own copy for backward and run its own ReLU backward. The probe flag travels with the forward
+    instead of living on the modules, so a probe pass can run on one thread while another thread
+    trains the same modules (the hypergradient's overlapped validation pass).
+    """
+
+    def __init__(self, probe: bool = False):
+        self.probe = probe
+        self._seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def relu(self, x: torch.Tensor) -> torch.Tensor:
+        """The cached relu(x) (keyed by identity; x is held so its id cannot be reused)."""
+        hit = self._seen.get(id(x))
+        if hit is None or hit[0] is not x:
+            hit = (x, torch.relu(x))
+            self._seen[id(x)] = hit
+        return hit[1]
+
+    def keep(self, *tensors: torch.Tensor) -> None:
+        """Forget every cached ReLU but those of `tensors`: a forward without autograd would
+        otherwise hold every cell's states to its end (the next cell reads only its two inputs)."""
+        ids = {id(t) for t in tensors}
+        self._seen = {k: v for k, v in self._seen.items() if k in ids}
+
+    def run(self, op: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """op(x), reusing relu(x) when the op starts with a ReLU."""
+        if getattr(op, "relu_first", False):
+            return op(self.relu(x), activated=True, probe=self.probe)
+        return op(x, self.probe) if isinstance(op, Layers) else op(x)
+
+
+def recomputes(index: int, recompute_cells: int) -> bool:
+    """Whether cell `index` recomputes its forward in backward: the first `recompute_cells` cells
+    (-1: all). The first cells run at full resolution: they hold the most activations per FLOP."""
+    return recompute_cells < 0 or index < recompute_cells
+
+
+def call_cell(call: Callable[[torch.Tensor, torch.Tensor, Activations], torch.Tensor], s0: torch.Tensor,
+              s1: torch.Tensor, acts: Activations, recompute: bool) -> torch.Tensor:
+    """call(s0, s1, acts); with `recompute` (and autograd recording), backward keeps only s0, s1 and
+    runs the cell's forward again instead of holding its activations (less memory, more compute)."""
+    if not (recompute and torch.is_grad_enabled()):
+        out = call(s0, s1, acts)
+        acts.keep(s1, out)
+        return out
+    runs: list[None] = []
+
+    def run(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        # The backward's second run is a probe: the same batch statistics, so the same outputs, but
+        # BatchNorm running statistics move once per step.
+        inner = Activations(acts.probe or bool(runs))
+        runs.append(None)
+        return call(a, b, inner)
+
+    # Drop path's masks are drawn again from the restored RNG state. A probe draws none, and must not
+    # set the global RNG from its thread while another one trains (the overlapped validation pass).
+    return checkpoint(run, s0, s1, use_reentrant=False, preserve_rng_state=not acts.probe)
