@@ -53,12 +53,13 @@ def recomputes(index: int, recompute_cells: int) -> bool:
     return recompute_cells < 0 or index < recompute_cells
 
 
-def call_cell(call: Callable[[torch.Tensor, torch.Tensor, Activations], torch.Tensor], s0: torch.Tensor,
-              s1: torch.Tensor, acts: Activations, recompute: bool) -> torch.Tensor:
-    """call(s0, s1, acts); with `recompute` (and autograd recording), backward keeps only s0, s1 and
-    runs the cell's forward again instead of holding its activations (less memory, more compute)."""
+def call_cell(cell: Callable[..., torch.Tensor], s0: torch.Tensor, s1: torch.Tensor, acts: Activations,
+              recompute: bool, *args, **kwargs) -> torch.Tensor:
+    """cell(s0, s1, *args, acts=acts, **kwargs); with `recompute` (and autograd recording), backward
+    keeps only s0, s1 and runs the cell's forward again instead of holding its activations (less
+    memory, more compute)."""
     if not (recompute and torch.is_grad_enabled()):
-        out = call(s0, s1, acts)
+        out = cell(s0, s1, *args, acts=acts, **kwargs)
         acts.keep(s1, out)
         return out
     runs: list[None] = []
@@ -68,7 +69,7 @@ def call_cell(call: Callable[[torch.Tensor, torch.Tensor, Activations], torch.Te
         # BatchNorm running statistics move once per step.
         inner = Activations(acts.probe or bool(runs))
         runs.append(None)
-        return call(a, b, inner)
+        return cell(a, b, *args, acts=inner, **kwargs)
 
     # Drop path's masks are drawn again from the restored RNG state. A probe draws none, and must not
     # set the global RNG from its thread while another one trains (the overlapped validation pass).

@@ -1,7 +1,6 @@
 """The discrete network built from a genotype: the ready-to-use model every mode ends with."""
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -55,8 +54,8 @@ class Network(nn.Module):
             aux, acts = None, Activations(probe)
             drop = 0.0 if probe else self.drop_path_prob
             for i, cell in enumerate(self.cells):
-                call = partial(_cell_call, cell, drop, self.drop_path_shard)
-                s0, s1 = s1, call_cell(call, s0, s1, acts, recomputes(i, self.recompute_cells))
+                s0, s1 = s1, call_cell(cell, s0, s1, acts, recomputes(i, self.recompute_cells), drop,
+                                       drop_shard=self.drop_path_shard)
                 if i == self.aux_index and self.aux_head is not None and self.training and with_aux:
                     aux = self.aux_head(s1, probe)
             logits = self.classifier(global_avg_pool(s1))
@@ -73,11 +72,6 @@ class Network(nn.Module):
     def arch_parameters(self) -> list[nn.Parameter]:
         """None: the architecture is fixed."""
         return []
-
-
-def _cell_call(cell: Cell, drop: float, shard: tuple[int, int], s0: torch.Tensor, s1: torch.Tensor,
-               acts: Activations) -> torch.Tensor:
-    return cell(s0, s1, drop, acts, shard)
 
 
 def set_channels_last(model: nn.Module, enabled: bool) -> nn.Module:

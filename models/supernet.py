@@ -1,7 +1,6 @@
 """The supernet skeleton shared by every search space; subclasses say how alphas become weights."""
 from __future__ import annotations
 
-from functools import partial
 from typing import Sequence
 
 import torch
@@ -107,8 +106,8 @@ class Supernet(nn.Module):
             drop = 0.0 if probe else self.drop_path_prob
             for i, cell in enumerate(self.cells):
                 w, a = (w_reduce, a_reduce) if cell.reduction else (w_normal, a_normal)
-                call = partial(_search_cell_call, cell, w, a, drop, self.drop_path_shard)
-                s0, s1 = s1, call_cell(call, s0, s1, acts, recomputes(i, self.recompute_cells))
+                s0, s1 = s1, call_cell(cell, s0, s1, acts, recomputes(i, self.recompute_cells), w, a, drop,
+                                       drop_shard=self.drop_path_shard)
                 if i == self.aux_index and self.aux_head is not None and self.training and with_aux:
                     aux = self.aux_head(s1, probe)
             logits = self.classifier(global_avg_pool(s1))
@@ -118,7 +117,3 @@ class Supernet(nn.Module):
         """x: [N, C, H, W] float in [0, 1] -> logits. (`probe`: see `forward_with_aux`)"""
         return self.forward_with_aux(x, with_aux=False, probe=probe)[0]  # validation passes in training mode skip the head
 
-
-def _search_cell_call(cell: SearchCell, weights: torch.Tensor, active, drop: float, shard: tuple[int, int],
-                      s0: torch.Tensor, s1: torch.Tensor, acts: Activations) -> torch.Tensor:
-    return cell(s0, s1, weights, active, drop, acts, shard)

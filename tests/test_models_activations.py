@@ -105,8 +105,8 @@ def test_a_cell_boundary_forgets_the_relus_the_next_cell_cannot_read():
     s0, s1, inner = torch.rand(2, 3), torch.rand(2, 3), torch.rand(2, 3)
     seen = {}
 
-    def cell(a, b, cell_acts):
-        seen.update({name: cell_acts.relu(t) for name, t in (("s0", a), ("s1", b), ("inner", inner))})
+    def cell(a, b, acts):
+        seen.update({name: acts.relu(t) for name, t in (("s0", a), ("s1", b), ("inner", inner))})
         return seen["s0"] + seen["s1"] + seen["inner"]
 
     call_cell(cell, s0, s1, acts, recompute=False)
