@@ -25,7 +25,7 @@ from models.summary import count_madds_m
 from search.arch_step import (ArchStep, FirstOrderArchStep, JointArchStep, SecondOrderArchStep,
                               make_arch_optimizer)
 from search.modes import ArchUpdate, Augment, Kind, Mode, Sections, Space, StageSpec
-from search.policy_step import GeneralizationStep, PolicyStep, ScoreFunctionStep, ThroughImagesStep
+from search.policy_step import AffinityStep, GeneralizationStep, PolicyStep, ScoreFunctionStep, ThroughImagesStep
 from utils.config import ArchConfig, DaConfig, DatasetConfig, HpoConfig, RunConfig, TrainConfig
 from utils.distributed import Distributed
 from utils.errors import UserError
@@ -203,7 +203,7 @@ def _pair_policy(sec: StageSections, replay: dict | None, device: torch.device) 
                               nesterov=da.d_nesterov and da.d_momentum > 0, weight_decay=da.d_weight_decay)
     if da.objective == "generalization":
         return GeneralizationStep(policy, opt, da.val_every)
-    return ScoreFunctionStep(policy, opt)
+    return AffinityStep(policy, opt) if da.objective == "affinity" else ScoreFunctionStep(policy, opt)
 
 
 def _policy_gradient(sec: StageSections, replay: dict | None, device: torch.device) -> PolicyStep:

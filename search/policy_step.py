@@ -96,6 +96,18 @@ class ScoreFunctionStep(PolicyStep):
         self.optimizer.step()
 
 
+class AffinityStep(ScoreFunctionStep):
+    """Affinity (Gontijo-Lopes et al. 2020): the policy favours the pairs whose samples the current
+    network still classifies well, i.e. low training loss; the policy's entropy floor keeps the
+    diversity that makes an augmentation worth having. Unlike the generalization reward, the
+    training loss of a pair repeats from step to step (bench/policy_signal.py), so there is
+    something to learn."""
+
+    def reward(self, outcome: StepOutcome) -> torch.Tensor:
+        """Per-sample value the policy learns to raise: minus the training loss."""
+        return -outcome.per_sample_loss
+
+
 class GeneralizationStep(ScoreFunctionStep):
     """The policy favours the samples whose gradient step lowers the validation loss most.
 

@@ -10,7 +10,8 @@ DIGITS = {"name": "digits", "num_class": 10, "val_ratio": 0.2, "batch_size": 16,
 
 
 @pytest.mark.parametrize("mode, objective", [("ista_single_da", "adversarial"), ("ista_single_doal", "generalization"),
-                                             ("darts_da", "adversarial"), ("daas", "generalization")])
+                                             ("ista_single_da", "affinity"), ("darts_da", "adversarial"),
+                                             ("daas", "generalization")])
 def test_augmentation_modes_on_digits_write_every_artifact(mode, objective, write_config, tmp_path):
     conf = write_config(dataset=DIGITS, da={"log_images_every": 1, "objective": objective, "val_every": 2})
     assert search_darts.main(["--conf_path", str(conf), "--Running", mode, "--device", "cpu"]) == 0

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from augment.pair_policy import PairPolicy
-from search.policy_step import GeneralizationStep, ScoreFunctionStep, StepOutcome
+from search.policy_step import AffinityStep, GeneralizationStep, ScoreFunctionStep, StepOutcome
 
 
 class TinyNet(nn.Module):
@@ -84,6 +84,24 @@ def test_adversarial_reward_is_the_training_loss():
     step = ScoreFunctionStep(policy, torch.optim.Adam(policy.policy_parameters()))
     loss = torch.tensor([0.5, 2.0])
     assert step.reward(StepOutcome(loss, torch.zeros(2, 3), torch.zeros(2, dtype=torch.long), None, None)) is loss
+
+
+def test_affinity_moves_the_policy_towards_the_pairs_with_low_training_loss():
+    torch.manual_seed(0)
+    policy = PairPolicy(["identity", "rotate", "equalize"], update_rule="reinforce")
+    step = AffinityStep(policy, torch.optim.Adam(policy.policy_parameters(), lr=0.02))
+    cost = torch.tensor([0.0, 0.3, 1.0])  # the loss an op adds: equalize destroys the most
+    for _ in range(300):
+        pairs = torch.multinomial(policy.probabilities().detach().reshape(-1), 32, replacement=True)
+        pairs = torch.stack((pairs // 3, pairs % 3), dim=1)
+        loss = 1.0 + cost[pairs].sum(1) + torch.randn(32)
+        step.update(StepOutcome(loss, torch.zeros(32, 3), torch.zeros(32, dtype=torch.long), None, None),
+                    {"pairs": pairs})
+    p = policy.probabilities().detach()
+    marginal = 0.5 * (p.sum(0) + p.sum(1))
+    assert marginal[0] > 1 / 3 + 0.05 and marginal[2] < 1 / 3 - 0.05, marginal
+    assert marginal[0] > marginal[1] > marginal[2]
+    assert float(policy.entropy()) >= policy.entropy_floor - 0.05  # the floor keeps it diverse
 
 
 def test_the_hypergradient_pass_supplies_the_validation_gradient_without_a_probe():

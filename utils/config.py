@@ -129,7 +129,7 @@ class DaConfig:
     magnitude_tune: float = 10.0  # ... and from U(0, magnitude_tune) afterwards
     level_scale: str = "strength"  # level 0 = identity for every op (ours) | reference: DHA's, where level 0 is the strongest posterize / solarize / enhance
     update_rule: str = "reinforce"  # pair policy: reinforce (ours: unbiased, normalised, Adam) | reference (DHA's -loss * P, SGD)
-    objective: str = "generalization"  # pair policy: generalization (favour pairs whose samples' gradients lower the validation loss) | adversarial (DHA: favour high-training-loss pairs)
+    objective: str = "generalization"  # pair policy: generalization (favour pairs whose samples' gradients lower the validation loss) | affinity (pairs the network still reads: low training loss; the entropy floor keeps diversity) | adversarial (DHA: high-training-loss pairs)
     val_every: int = 4  # generalization: steps between the validation passes its gradient comes from
     entropy_weight: float = 0.1  # reinforce: weight of the entropy bonus (holds back the drift of noise)
     min_entropy: float = 0.6  # reinforce: entropy floor as a fraction of its maximum ln(K^2); below it a hinge pushes back

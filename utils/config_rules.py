@@ -140,7 +140,7 @@ def _da(g: DaConfig, sec: str) -> None:
         _at_least(getattr(g, k), f"{sec}.{k}", 0)
     _momentum(g.d_momentum, f"{sec}.d_momentum")
     _choice(g.update_rule, f"{sec}.update_rule", ("reference", "reinforce"))
-    _choice(g.objective, f"{sec}.objective", ("adversarial", "generalization"))
+    _choice(g.objective, f"{sec}.objective", ("adversarial", "affinity", "generalization"))
     _at_least(g.val_every, f"{sec}.val_every", 1)
     _check(0 <= g.min_entropy <= 1, f"config key '{sec}.min_entropy' must be in [0, 1], got {g.min_entropy}")
     _choice(g.level_scale, f"{sec}.level_scale", ("strength", "reference"))
