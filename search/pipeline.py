@@ -25,7 +25,9 @@ from utils.signals import StopSignals, Terminated
 def _log_policy(logger: RunLogger, searcher: Searcher, data, epoch: int, every: int) -> None:
     """Policy scalars, its probability matrix, and every `every` epochs a grid of augmented samples."""
     policy = searcher.policy
+    signal = searcher.policy_step.signal()
     logger.scalars({"policy/entropy": float(policy.entropy()),
+                    **({"policy/reward_split_half_r": signal} if signal is not None else {}),
                     **{f"policy/op/{k}": v for k, v in policy.op_probabilities().items()}}, epoch)
     matrix = policy.matrix_image()
     if matrix is not None:
@@ -58,6 +60,8 @@ def _log_epoch(logger: RunLogger, searcher: Searcher, record: dict) -> None:
                     f"{stage}/lr": record["lr"], f"{stage}/wd": record["wd"]}, record["epoch"])
     if "policy_entropy" in record:
         extra += f" policy entropy {record['policy_entropy']:.3f}"
+    if "policy_signal" in record:  # near 0: the per-pair rewards the policy follows do not repeat
+        extra += f" (reward split-half r {record['policy_signal']:+.2f})"
     if searcher.weight_update.hyper is not None:
         extra += f" wd {record['wd']:.2e}"
     logger.record(**record)

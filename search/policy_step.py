@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from augment.estimators import SplitHalfSignal
 from augment.policy import AugmentPolicy
 from utils.distributed import Distributed
 
@@ -62,6 +63,10 @@ class PolicyStep:
         """Use the validation gradients that `weight_update`'s own pass computes, if this rule needs
         any (none here)."""
 
+    def signal(self) -> float | None:
+        """How well the per-pair rewards learned from so far repeat (None: not a score-function rule)."""
+        return None
+
     def set_lr(self, lr: float) -> None:
         """The policy optimizer's learning rate from now on."""
         if self.optimizer is not None:
@@ -89,11 +94,32 @@ class ScoreFunctionStep(PolicyStep):
         """Per-sample value the policy learns to raise: here the training loss."""
         return outcome.per_sample_loss
 
+    def __init__(self, policy: AugmentPolicy, optimizer: torch.optim.Optimizer):
+        super().__init__(policy, optimizer)
+        self.split_half = SplitHalfSignal()
+
     def update(self, outcome: StepOutcome, info: dict) -> None:
         """One optimizer step on the policy's surrogate loss."""
         self.optimizer.zero_grad(set_to_none=True)
-        self.policy.policy_loss(self.reward(outcome).detach(), info).backward()
+        reward = self.reward(outcome).detach()
+        self.policy.policy_loss(reward, info).backward()
         self.optimizer.step()
+        ops = len(self.policy.ops)
+        self.split_half.add(info["pairs"][:, 0] * ops + info["pairs"][:, 1], reward, ops * ops)
+
+    def signal(self) -> float | None:
+        """The split-half correlation of the per-pair mean rewards (augment/estimators.py)."""
+        return self.split_half.correlation()
+
+    def state_dict(self) -> dict:
+        """The policy, its optimizer and the reward statistics."""
+        return {**super().state_dict(), "split_half": self.split_half.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Inverse of `state_dict`."""
+        super().load_state_dict(state)
+        if "split_half" in state:
+            self.split_half.load_state_dict(state["split_half"])
 
 
 class AffinityStep(ScoreFunctionStep):

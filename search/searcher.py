@@ -251,6 +251,9 @@ class Searcher:
         if self.policy is not None:
             arch_info = {**arch_info, "policy_entropy": float(self.policy.entropy()),
                          "policy_ops": self.policy.op_probabilities()}
+            signal = self.policy_step.signal()
+            if signal is not None:
+                arch_info["policy_signal"] = signal
         if hyper is not None:
             arch_info = {**arch_info, "hyper_trace": hyper_trace}
         record = {"stage": self.loop.stage, "epoch": epoch, **self.weight_update.values(epoch),

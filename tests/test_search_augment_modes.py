@@ -13,7 +13,9 @@ DIGITS = {"name": "digits", "num_class": 10, "val_ratio": 0.2, "batch_size": 16,
                                              ("ista_single_da", "affinity"), ("darts_da", "adversarial"),
                                              ("daas", "generalization")])
 def test_augmentation_modes_on_digits_write_every_artifact(mode, objective, write_config, tmp_path):
-    conf = write_config(dataset=DIGITS, da={"log_images_every": 1, "objective": objective, "val_every": 2})
+    # 8 steps per epoch: enough samples for pairs seen on both even and odd steps
+    conf = write_config(dataset=DIGITS, train={"max_steps_per_epoch": 8},
+                        da={"log_images_every": 1, "objective": objective, "val_every": 2})
     assert search_darts.main(["--conf_path", str(conf), "--Running", mode, "--device", "cpu"]) == 0
     run_dir = tmp_path / "runs" / f"digits_{mode}"
     for name in ("config.json", "checkpoint.pt", "genotype.json", "policy.json", "hparams.json", "metrics.json",
@@ -29,6 +31,12 @@ def test_augmentation_modes_on_digits_write_every_artifact(mode, objective, writ
     assert "policy/entropy" in tags["scalars"]
     assert any(t.startswith("policy/op/") for t in tags["scalars"])
     assert "policy/matrix" in tags["images"] and "policy/samples" in tags["images"]
+    # score-function rules report whether their per-pair rewards repeat; darts_da learns through the images
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    scored = mode != "darts_da"
+    assert ("policy/reward_split_half_r" in tags["scalars"]) == scored
+    assert all(("policy_signal" in r) == scored for r in records if r["stage"] == "search")
+    assert all(-1 <= r["policy_signal"] <= 1 for r in records if "policy_signal" in r)
 
 
 def test_daas_learns_its_policy_from_the_reward_alone_and_replays_it(write_config, tmp_path):
