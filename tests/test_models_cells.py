@@ -101,6 +101,22 @@ def test_weighted_sum_matches_the_addcmul_chain_in_value_and_gradients(layouts):
         assert torch.allclose(weighted_sum(weights, outs), want, rtol=1e-12)
 
 
+def test_weighted_sum_gradients_when_the_upstream_gradient_is_a_channel_slice():
+    """A node feeding the cell's concat gets a channel slice of the concat's (channels_last) gradient."""
+    from models.cells import weighted_sum
+    torch.manual_seed(1)
+    outs = [torch.randn(2, 3, 4, 5, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+            .requires_grad_(True) for _ in range(3)]
+    alphas = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    weights = [alphas[i] for i in range(3)]
+    upstream = torch.randn(2, 9, 4, 5, dtype=torch.float64).contiguous(memory_format=torch.channels_last)[:, 3:6]
+    assert not upstream.is_contiguous() and not upstream.is_contiguous(memory_format=torch.channels_last)
+    got = torch.autograd.grad(weighted_sum(weights, outs), [alphas, *outs], upstream)
+    want = torch.autograd.grad(sum(w * o for w, o in zip(weights, outs)), [alphas, *outs], upstream)
+    for g, h in zip(got, want):
+        assert torch.allclose(g, h, rtol=1e-10, atol=1e-12)
+
+
 def test_weighted_sum_keeps_no_outputs_when_the_weights_are_frozen():
     from models.cells import weighted_sum
     outs = [torch.randn(2, 3, 4, 4, requires_grad=True) for _ in range(3)]
