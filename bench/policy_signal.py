@@ -7,7 +7,7 @@ Runs the search stage of `ista_single_da` at bench/accuracy.py's budget and size
 training loss and its reward under the configured objective (`da.objective`). Each quantity is
 standardised per step (what the normalised advantage sees) and pooled over the two slots of a pair.
 Prints, per op, the mean standardised value and its t statistic, and, per quantity, the split-half
-correlation of the 196 per-pair means (first half of the steps against the second): a policy can only
+correlation of the 196 per-pair means (even steps against odd, as runs log it): a policy can only
 learn what repeats, so a correlation near 0 means the per-pair differences it follows are noise.
 """
 from __future__ import annotations
@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from accuracy import config  # noqa: E402
+from augment.estimators import SplitHalfSignal  # noqa: E402
 from search.data import RunData  # noqa: E402
 from search.modes import MODES  # noqa: E402
 from search.stage import build_stage  # noqa: E402
@@ -67,15 +68,12 @@ def per_op(pairs: torch.Tensor, z: torch.Tensor, ops: int) -> list[tuple[float, 
     return rows
 
 
-def split_half(pairs: torch.Tensor, z: torch.Tensor, ops: int) -> float:
-    """Correlation of the per-pair means of the first and the second half of the samples."""
-    def means(p, v):
-        index = p[:, 0] * ops + p[:, 1]
-        total = torch.zeros(ops * ops).index_add_(0, index, v)
-        count = torch.zeros(ops * ops).index_add_(0, index, torch.ones_like(v))
-        return total / count.clamp_min(1)
-    half = len(z) // 2
-    return torch.corrcoef(torch.stack([means(pairs[:half], z[:half]), means(pairs[half:], z[half:])]))[0, 1].item()
+def split_half(pairs: torch.Tensor, values: list[torch.Tensor], ops: int) -> float:
+    """The runs' own statistic (augment/estimators.py): per-pair means on even against odd steps."""
+    signal = SplitHalfSignal()
+    for step_pairs, v in zip(pairs.split([len(v) for v in values]), values):
+        signal.add(step_pairs[:, 0] * ops + step_pairs[:, 1], v, ops * ops)
+    return signal.correlation()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,15 +96,15 @@ def main(argv: list[str] | None = None) -> int:
     stage.searcher.run(0, lambda *_: None)
     ops = stage.searcher.policy.ops
     pairs = torch.cat([r[0] for r in records])
-    columns = {"train loss": standardised([r[1] for r in records]),
-               f"reward ({cfg.da.objective})": standardised([r[2] for r in records])}
+    raw = {"train loss": [r[1] for r in records], f"reward ({cfg.da.objective})": [r[2] for r in records]}
+    columns = {name: standardised(values) for name, values in raw.items()}
     tables = {name: per_op(pairs, z, len(ops)) for name, z in columns.items()}
     print(f"{len(records)} policy updates, {len(pairs)} samples, magnitude {cfg.da.magnitude}, seed {args.seed}")
     print(f"{'op':<14}" + "".join(f"{name:>30}" for name in columns))
     for k, op in enumerate(ops):
         print(f"{op:<14}" + "".join(f"{tables[n][k][0]:+18.3f} (t {tables[n][k][1]:+5.1f})" for n in columns))
     summary = [f"{name}: largest |t| {max(abs(t) for _, t in tables[name]):.1f}, split-half r of per-pair means "
-               f"{split_half(pairs, z, len(ops)):+.2f}" for name, z in columns.items()]
+               f"{split_half(pairs, raw[name], len(ops)):+.2f}" for name in columns]
     print("summary: " + "; ".join(summary))
     return 0
 

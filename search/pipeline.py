@@ -25,7 +25,7 @@ from utils.signals import StopSignals, Terminated
 def _log_policy(logger: RunLogger, searcher: Searcher, data, epoch: int, every: int) -> None:
     """Policy scalars, its probability matrix, and every `every` epochs a grid of augmented samples."""
     policy = searcher.policy
-    signal = searcher.policy_step.signal()
+    signal = searcher.history[-1].get("policy_signal")  # the epoch record's, computed once
     logger.scalars({"policy/entropy": float(policy.entropy()),
                     **({"policy/reward_split_half_r": signal} if signal is not None else {}),
                     **{f"policy/op/{k}": v for k, v in policy.op_probabilities().items()}}, epoch)

@@ -90,13 +90,13 @@ class ScoreFunctionStep(PolicyStep):
     """Adversarial (DHA): the policy favours the samples it augmented in proportion to their
     training loss."""
 
-    def reward(self, outcome: StepOutcome) -> torch.Tensor:
-        """Per-sample value the policy learns to raise: here the training loss."""
-        return outcome.per_sample_loss
-
     def __init__(self, policy: AugmentPolicy, optimizer: torch.optim.Optimizer):
         super().__init__(policy, optimizer)
         self.split_half = SplitHalfSignal()
+
+    def reward(self, outcome: StepOutcome) -> torch.Tensor:
+        """Per-sample value the policy learns to raise: here the training loss."""
+        return outcome.per_sample_loss
 
     def update(self, outcome: StepOutcome, info: dict) -> None:
         """One optimizer step on the policy's surrogate loss."""
