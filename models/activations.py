@@ -8,7 +8,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from models.operations import Layers
+from models.amp import autocast
+from models.operations import Layers, global_avg_pool
 
 
 class Activations:
@@ -74,3 +75,21 @@ def call_cell(cell: Callable[..., torch.Tensor], s0: torch.Tensor, s1: torch.Ten
     # Drop path's masks are drawn again from the restored RNG state. A probe draws none, and must not
     # set the global RNG from its thread while another one trains (the overlapped validation pass).
     return checkpoint(run, s0, s1, use_reentrant=False, preserve_rng_state=not acts.probe)
+
+
+def forward_cells(net: nn.Module, x: torch.Tensor, probe: bool, with_aux: bool,
+                  cell_args: Callable[[nn.Module], tuple] = lambda cell: ()) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The cell stack's forward shared by the discrete network and the supernets: stem, every cell
+    (called with `cell_args(cell)`, e.g. a supernet's mixing weights), the auxiliary head's logits in
+    training mode when asked, the classifier -> float32 (logits, aux logits or None)."""
+    with autocast(x, net.amp):
+        s0, s1 = net.stem(net.normalize(x).contiguous(memory_format=net.memory_format), probe)
+        aux, acts = None, Activations(probe)
+        drop = 0.0 if probe else net.drop_path_prob
+        for i, cell in enumerate(net.cells):
+            s0, s1 = s1, call_cell(cell, s0, s1, acts, recomputes(i, net.recompute_cells), *cell_args(cell), drop,
+                                   drop_shard=net.drop_path_shard)
+            if i == net.aux_index and net.aux_head is not None and net.training and with_aux:
+                aux = net.aux_head(s1, probe)
+        logits = net.classifier(global_avg_pool(s1))
+    return logits.float(), None if aux is None else aux.float()

@@ -7,11 +7,9 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from models.amp import autocast
-from models.activations import Activations, call_cell, recomputes
+from models.activations import forward_cells
 from models.cells import AuxiliaryHead, Cell, Normalize, Stem, aux_channels, cell_plan
 from models.genotypes import Genotype, genotype_from_dict
-from models.operations import global_avg_pool
 
 
 class Network(nn.Module):
@@ -49,17 +47,7 @@ class Network(nn.Module):
         probe: a training-mode forward that leaves the network alone (batch statistics without
         running-statistic updates, no drop path), e.g. the hypergradient's validation pass.
         """
-        with autocast(x, self.amp):
-            s0, s1 = self.stem(self.normalize(x).contiguous(memory_format=self.memory_format), probe)
-            aux, acts = None, Activations(probe)
-            drop = 0.0 if probe else self.drop_path_prob
-            for i, cell in enumerate(self.cells):
-                s0, s1 = s1, call_cell(cell, s0, s1, acts, recomputes(i, self.recompute_cells), drop,
-                                       drop_shard=self.drop_path_shard)
-                if i == self.aux_index and self.aux_head is not None and self.training and with_aux:
-                    aux = self.aux_head(s1, probe)
-            logits = self.classifier(global_avg_pool(s1))
-        return logits.float(), None if aux is None else aux.float()
+        return forward_cells(self, x, probe, with_aux)
 
     def forward(self, x: torch.Tensor, probe: bool = False) -> torch.Tensor:
         """x: [N, C, H, W] float in [0, 1] -> logits [N, num_classes]. (`probe`: see `forward_with_aux`)"""
