@@ -78,6 +78,81 @@ def movement(records: list[dict], cfg: dict) -> tuple[str, str]:
     return drop, cover
 
 
+def read_run(run_dir: Path) -> dict:
+    """One finished run's row: mode, seed, metrics, whether the search froze, minutes, movement, epoch-1 train top-1."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    cfg = json.loads((run_dir / "config.json").read_text())
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {"mode": metrics["mode"], "seed": cfg["seed"], "metrics": metrics, "moved": movement(records, cfg),
+            "froze": any(r.get("stopped_early") for r in records if r["stage"] == "search"),
+            "minutes": metrics["total_seconds"] / 60, "first": records[0]["train_top1"]}
+
+
+def collected_runs(out_dirs: list[str], modes: list[str]) -> list[Path]:
+    """The finished runs (a metrics.json) of `modes` under the given --out folders, in seed then mode order."""
+    runs = [d for out in out_dirs for d in sorted(Path(out).glob("imagefolder_*_seed*")) if (d / "metrics.json").is_file()]
+    keyed = [(json.loads((d / "config.json").read_text())["seed"], json.loads((d / "metrics.json").read_text())["mode"], d)
+             for d in runs]
+    return [d for seed, mode, d in sorted(keyed, key=lambda k: (k[0], modes.index(k[1]) if k[1] in modes else -1))
+            if mode in modes]
+
+
+def paired_differences(rows: list[dict], reference: str, mode: str) -> tuple[int, float, float]:
+    """(n seeds both modes ran, mean of mode's test top-1 minus reference's at the same seed, its standard
+    error): pairing by seed removes the part of the spread the two runs share (data order, test set)."""
+    ref = {row["seed"]: row["metrics"]["test_top1"] for row in rows if row["mode"] == reference}
+    diffs = [row["metrics"]["test_top1"] - ref[row["seed"]] for row in rows if row["mode"] == mode and row["seed"] in ref]
+    if not diffs:
+        return 0, float("nan"), float("nan")
+    se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
+    return len(diffs), statistics.mean(diffs), se
+
+
+def print_table(rows: list[dict], modes: list[str]) -> None:
+    """One line per run, then each mode's means and range, then each mode against the first, paired by seed."""
+    print(f"\n{'mode':<18} {'seed':>4} {'epoch-1 train':>13} {'val top-1':>9} {'test top-1':>10} "
+          f"{'search epochs':>13} {'froze':>7} {'H drop':>6} {'lr cover':>8} {'params M':>8} {'minutes':>7}")
+    for row in rows:
+        m, (drop, cover) = row["metrics"], row["moved"]
+        print(f"{row['mode']:<18} {row['seed']:4d} {row['first']:13.4f} {m['val_top1']:9.4f} {m['test_top1']:10.4f} "
+              f"{m['search_epochs']:13d} {'yes' if row['froze'] else 'no':>7} {drop:>6} {cover:>8} "
+              f"{m['params_m']:8.3f} {row['minutes']:7.1f}")
+    means, seeds = {}, sorted({row["seed"] for row in rows})
+    for mode in modes:
+        mine = [row for row in rows if row["mode"] == mode]
+        tests = [row["metrics"]["test_top1"] for row in mine]
+        means[mode] = statistics.mean(tests)
+        if len(seeds) > 1:
+            print(f"{mode:<18} mean {statistics.mean(r['first'] for r in mine):13.4f} "
+                  f"{statistics.mean(r['metrics']['val_top1'] for r in mine):9.4f} {means[mode]:10.4f}   "
+                  f"test range {min(tests):.4f}-{max(tests):.4f} over {len(tests)} seeds")
+    for mode in modes[1:] if len(seeds) > 1 else []:
+        n, diff, se = paired_differences(rows, modes[0], mode)
+        print(f"{mode:<18} minus {modes[0]}, paired by seed: {diff:+.4f} (standard error {se:.4f}, {n} seeds)")
+    print("summary: test top-1 " + " vs ".join(f"{means[mode]:.4f} ({mode})" for mode in modes)
+          + f", seeds {seeds}, same budget{' (means)' if len(seeds) > 1 else ''}")
+
+
+def run_all(args: argparse.Namespace) -> list[dict] | int:
+    """Run every mode for every seed -> their rows, or the exit code of the first run that failed."""
+    torch.set_num_threads(2)
+    conf = Path(args.out) / "accuracy.json"
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text(json.dumps(config(args.data_dir, args.out, args.search_epochs, args.retrain_epochs)))
+    rows = []
+    for seed in args.seeds:
+        for mode in args.modes:
+            save_name = time.strftime("%H%M%S") + f"_seed{seed}"
+            code = search_darts.main(["--conf_path", str(conf), "--Running", mode, "--set", f"save_name={save_name}",
+                                      "--set", f"seed={seed}", "--set", "progress=false"]
+                                     + [arg for item in mode_sets(mode, args.retrain_epochs, args.space, args.width) + args.set
+                                        for arg in ("--set", item)])
+            if code != 0:
+                return code
+            rows.append(read_run(Path(args.out) / f"imagefolder_{mode}_{save_name}"))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run every mode for every seed and print the comparison."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -94,48 +169,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="/tmp/accuracy_runs")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a config override for every run (as search_darts.py --set)")
+    parser.add_argument("--collect", nargs="+", metavar="OUT_DIR",
+                        help="run nothing: print the table of the runs already under these --out folders "
+                             "(e.g. seeds run in separate sittings), for the --modes given")
     args = parser.parse_args(argv)
-    if not (Path(args.data_dir) / "train").is_dir():
+    if args.collect:
+        missing = [d for d in args.collect if not Path(d).is_dir()]
+        if missing:
+            print(f"error: no run folder '{missing[0]}' to collect", file=sys.stderr)
+            return 2
+        rows = [read_run(run_dir) for run_dir in collected_runs(args.collect, args.modes)]
+        if not rows:
+            print(f"error: no finished run of {args.modes} under {args.collect}", file=sys.stderr)
+            return 2
+    elif not (Path(args.data_dir) / "train").is_dir():
         print(f"error: no ImageFolder train/ under '{args.data_dir}'", file=sys.stderr)
         return 2
-    torch.set_num_threads(2)
-    conf = Path(args.out) / "accuracy.json"
-    conf.parent.mkdir(parents=True, exist_ok=True)
-    conf.write_text(json.dumps(config(args.data_dir, args.out, args.search_epochs, args.retrain_epochs)))
-    rows = []
-    for seed in args.seeds:
-        for mode in args.modes:
-            save_name = time.strftime("%H%M%S") + f"_seed{seed}"
-            started = time.time()
-            code = search_darts.main(["--conf_path", str(conf), "--Running", mode, "--set", f"save_name={save_name}",
-                                      "--set", f"seed={seed}", "--set", "progress=false"]
-                                     + [arg for item in mode_sets(mode, args.retrain_epochs, args.space, args.width) + args.set
-                                        for arg in ("--set", item)])
-            if code != 0:
-                return code
-            run_dir = Path(args.out) / f"imagefolder_{mode}_{save_name}"
-            metrics = json.loads((run_dir / "metrics.json").read_text())
-            records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-            froze = any(r.get("stopped_early") for r in records if r["stage"] == "search")
-            moved = movement(records, json.loads((run_dir / "config.json").read_text()))
-            rows.append((mode, seed, metrics, froze, time.time() - started, moved, records[0]["train_top1"]))
-    print(f"\n{'mode':<18} {'seed':>4} {'epoch-1 train':>13} {'val top-1':>9} {'test top-1':>10} "
-          f"{'search epochs':>13} {'froze':>7} {'H drop':>6} {'lr cover':>8} {'params M':>8} {'minutes':>7}")
-    for mode, seed, m, froze, seconds, (drop, cover), first in rows:
-        print(f"{mode:<18} {seed:4d} {first:13.4f} {m['val_top1']:9.4f} {m['test_top1']:10.4f} "
-              f"{m['search_epochs']:13d} {'yes' if froze else 'no':>7} {drop:>6} {cover:>8} {m['params_m']:8.3f} "
-              f"{seconds / 60:7.1f}")
-    means = {}
-    for mode in args.modes:
-        tests = [m["test_top1"] for mode_, _, m, *_ in rows if mode_ == mode]
-        vals = [m["val_top1"] for mode_, _, m, *_ in rows if mode_ == mode]
-        means[mode] = statistics.mean(tests)
-        if len(args.seeds) > 1:
-            firsts = [row[-1] for row in rows if row[0] == mode]
-            print(f"{mode:<18} mean {statistics.mean(firsts):13.4f} {statistics.mean(vals):9.4f} {means[mode]:10.4f}   "
-                  f"test range {min(tests):.4f}-{max(tests):.4f}")
-    print("summary: test top-1 " + " vs ".join(f"{means[mode]:.4f} ({mode})" for mode in args.modes)
-          + f", same seeds {args.seeds} and budget{' (means)' if len(args.seeds) > 1 else ''}")
+    else:
+        rows = run_all(args)
+        if isinstance(rows, int):
+            return rows
+    print_table(rows, [m for m in args.modes if any(row["mode"] == m for row in rows)])
     return 0
 
 
