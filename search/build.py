@@ -1,6 +1,6 @@
-"""Config sections -> finished objects: networks, update rules, policies, lr / wd. Each enum member
-of search/modes.py maps to its builder through a table (checked at import); search/stage.py puts
-one stage together from these."""
+"""Config sections -> finished objects: networks, architecture update rules, lr / wd (the policies:
+search/build_policy.py). Each enum member of search/modes.py maps to its builder through a table
+(checked at import); search/stage.py puts one stage together from these."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,8 +24,7 @@ from models.network import Network, network_params_m
 from models.summary import count_madds_m
 from search.arch_step import (ArchStep, FirstOrderArchStep, JointArchStep, SecondOrderArchStep,
                               make_arch_optimizer)
-from search.modes import ArchUpdate, Augment, Kind, Mode, Sections, Space, StageSpec
-from search.policy_step import AffinityStep, GeneralizationStep, PolicyStep, ScoreFunctionStep, ThroughImagesStep
+from search.modes import ArchUpdate, Kind, Mode, Sections, Space, StageSpec
 from utils.config import ArchConfig, DaConfig, DatasetConfig, HpoConfig, RunConfig, TrainConfig
 from utils.distributed import Distributed
 from utils.errors import UserError
@@ -189,93 +188,9 @@ def stage_epochs(spec: StageSpec, train: TrainConfig) -> int:
     return {Kind.SEARCH: train.epochs, Kind.CONTINUE: train.retrain_epochs, Kind.RETRAIN: train.epochs}[spec.kind]
 
 
-def _pair_policy(sec: StageSections, replay: dict | None, device: torch.device) -> PolicyStep:
-    from augment.ops import DHA_OPS
-    from augment.pair_policy import PairPolicy
-    da = sec.da
-    policy = PairPolicy(DHA_OPS[sec.dataset.aug_choice], temperature=da.temperature, magnitude=da.magnitude,
-                        update_rule=da.update_rule, entropy_weight=da.entropy_weight,
-                        min_entropy=da.min_entropy, level_scale=da.level_scale).to(device)
-    if da.update_rule == "reinforce":  # normalised advantages: Adam's steps are about d_lr per entry
-        opt = torch.optim.Adam(policy.policy_parameters(), lr=da.d_lr)
-    else:
-        opt = torch.optim.SGD(policy.policy_parameters(), lr=da.d_lr, momentum=da.d_momentum,
-                              nesterov=da.d_nesterov and da.d_momentum > 0, weight_decay=da.d_weight_decay)
-    if da.objective == "generalization":
-        return GeneralizationStep(policy, opt, da.val_every)
-    return AffinityStep(policy, opt) if da.objective == "affinity" else ScoreFunctionStep(policy, opt)
-
-
-def _policy_gradient(sec: StageSections, replay: dict | None, device: torch.device) -> PolicyStep:
-    from augment.daas_policy import SubPolicyDistribution
-    from augment.ops import DHA_OPS
-    da = sec.da
-    policy = SubPolicyDistribution(DHA_OPS[sec.dataset.aug_choice], bins=da.magnitude_bins).to(device)
-    # DAAS: the reward of an image is how much training on it lowers the validation loss (first order,
-    # the generalization objective's closed form); plain REINFORCE under Adam at d_lr.
-    return GeneralizationStep(policy, torch.optim.Adam(policy.policy_parameters(), lr=da.d_lr), da.val_every)
-
-
-def _subpolicy(sec: StageSections, replay: dict | None, device: torch.device) -> PolicyStep:
-    from augment.ops import FASTER_AA_OPS
-    from augment.subpolicy import SubPolicy
-    da = sec.da
-    policy = SubPolicy(FASTER_AA_OPS, num_subpolicies=da.subpolicies, num_stages=da.subpolicy_stages,
-                       temperature=da.subpolicy_temperature).to(device)
-    # Faster-AA learns its policy with Adam; d_lr is its learning rate.
-    return ThroughImagesStep(policy, torch.optim.Adam(policy.policy_parameters(), lr=da.d_lr, betas=(0.5, 0.999)))
-
-
-def _replayed_policy(sec: StageSections, replay: dict | None, device: torch.device) -> PolicyStep:
-    from augment.replay import from_export
-    return PolicyStep(from_export(replay or {"type": "none"}).to(device))
-
-
-def _fixed_policy(sec: StageSections, replay: dict | None, device: torch.device) -> PolicyStep:
-    return PolicyStep(build_fixed_policy(sec.da.fixed_policy, sec.dataset, device))
-
-
-POLICY_STEPS = {
-    Augment.NONE: _fixed_policy,
-    Augment.PAIR: _pair_policy,
-    Augment.SUBPOLICY: _subpolicy,
-    Augment.REINFORCE: _policy_gradient,
-    Augment.REPLAY: _replayed_policy,
-}
-
-for _enum, _table in ((Space, SUPERNETS), (ArchUpdate, ARCH_STEPS), (Augment, POLICY_STEPS)):
+for _enum, _table in ((Space, SUPERNETS), (ArchUpdate, ARCH_STEPS)):
     if set(_table) != set(_enum):
         raise ImportError(f"search/build.py: no builder for {sorted(m.value for m in set(_enum) - set(_table))}")
-
-
-def build_policy_step(spec: StageSpec, sec: StageSections, device: torch.device,
-                      replay: dict | None = None) -> PolicyStep:
-    """The stage's augmentation policy and its update rule (`replay`: the policy a replay stage replays)."""
-    return POLICY_STEPS[spec.augment](sec, replay, device)
-
-
-def build_fixed_policy(name: str, ds: DatasetConfig, device: torch.device):
-    """A non-searched policy: none, a RandAugment / TrivialAugment baseline, or a replayed policy.json."""
-    if name == "none":
-        return None
-    from augment.ops import DHA_OPS
-    if name == "randaugment":
-        from augment.baselines import RandAugmentPolicy
-        return RandAugmentPolicy(DHA_OPS[ds.aug_choice]).to(device)
-    if name == "trivialaugment":
-        from augment.baselines import TrivialAugmentPolicy
-        return TrivialAugmentPolicy(DHA_OPS[ds.aug_choice]).to(device)
-    import json
-    from pathlib import Path
-
-    from augment.replay import from_export
-    path = Path(name)
-    if not path.is_file():
-        raise UserError(f"da.fixed_policy: '{name}' is neither none, randaugment, trivialaugment nor a policy.json file")
-    try:
-        return from_export(json.loads(path.read_text(encoding="utf-8-sig"))).to(device)
-    except (UserError, ValueError, KeyError, TypeError, AttributeError, IndexError, OSError, RecursionError) as exc:
-        raise UserError(f"da.fixed_policy: '{name}' is not a policy this tool exported ({exc})") from None
 
 
 def build_hyper(sec: StageSections) -> HyperGradient:

@@ -1,8 +1,9 @@
 """The `--Running` table: the only place mode names live. A mode is a sequence of stages.
 
 Every field of a stage is an enum member, so a typo fails at import, and `Mode` checks when it is
-defined that its stages fit together; the builders (search/build.py) map each member to an object
-through tables that cover every member, so nothing falls through to a default.
+defined that its stages fit together; the builders (search/build.py, search/build_policy.py) map
+each member to an object through tables that cover every member, so nothing falls through to a
+default.
 """
 from __future__ import annotations
 

@@ -10,8 +10,9 @@ from datasets import DataSplits
 from models.amp import set_amp
 from models.batchnorm import set_sync_batchnorm
 from models.network import set_channels_last
-from search.build import (MOBILENET_SEARCHES, StageSections, build_arch_step, build_fixed_policy, build_policy_step,
-                          build_stage_net, build_weight_update, configured_genotype, sections_for, stage_epochs)
+from search.build import (MOBILENET_SEARCHES, StageSections, build_arch_step, build_stage_net, build_weight_update,
+                          configured_genotype, sections_for, stage_epochs)
+from search.build_policy import build_fixed_policy, build_policy_step
 from search.data import RunData, build_eval_transform, build_train_augment
 from search.modes import MODES, Augment, Kind, Mode, Space, StageSpec
 from search.searcher import LoopConfig, Searcher

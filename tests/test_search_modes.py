@@ -89,11 +89,11 @@ def test_the_mode_table_is_checked_when_it_is_defined():
 
 
 def test_every_enum_member_has_a_builder():
-    from search import build
+    from search import build, build_policy
     from search.modes import ArchUpdate, Augment, Space
     assert set(build.SUPERNETS) == set(Space)
     assert set(build.ARCH_STEPS) == set(ArchUpdate)
-    assert set(build.POLICY_STEPS) == set(Augment)
+    assert set(build_policy.POLICY_STEPS) == set(Augment)
 
 
 def test_train_mode_trains_the_given_genotype(write_config, tmp_path, capsys):
