@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retrain_epochs", type=int, default=5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[5])
     parser.add_argument("--modes", nargs="+", default=list(MODES_COMPARED),
-                        choices=sorted(m for m in MODES if m.startswith("ista_single") or m in ("train", "daas", "darts")),
+                        choices=sorted(m for m in MODES if m.startswith(("ista_single", "train")) or m in ("daas", "darts")),
                         help="e.g. add ista_single_hpo and ista_single_da to see which half of DHA moves the result")
     parser.add_argument("--space", choices=("darts", "mobilenet"), default="darts",
                         help="the search space (train_architecture.space); mobilenet: the baseline is MobileNetV2")

@@ -136,6 +136,9 @@ MODES: dict[str, Mode] = {m.name: m for m in (
     Mode("train", (StageSpec(Kind.RETRAIN, sections=Sections.TUNE),),
          note="no search: the genotype tune_architecture.genotype (e.g. DARTS_V2) trained from scratch with the "
               "tune_* sections; the baseline every search is compared with"),
+    Mode("train_doal", (StageSpec(Kind.RETRAIN, augment=Augment.PAIR, hpo=True, sections=Sections.TUNE),),
+         note="no architecture search: the genotype tune_architecture.genotype trained from scratch while DHA's "
+              "augmentation policy and lr / wd are learned (da_tune, hpo_tune); `train` with them learned"),
     Mode("daas", (StageSpec(Kind.SEARCH, Space.GDAS, ArchUpdate.VAL, Augment.REINFORCE),
                   StageSpec(Kind.RETRAIN, augment=Augment.REPLAY, sections=Sections.TUNE)),
          note="DAAS: single-path Gumbel supernet (one op per edge runs) + policy-gradient augmentation; the "

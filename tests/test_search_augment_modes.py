@@ -51,3 +51,21 @@ def test_daas_learns_its_policy_from_the_reward_alone_and_replays_it(write_confi
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["stage"] for r in records] == ["search", "search", "retrain"]
     assert records[-1]["policy_entropy"] == pytest.approx(policy["entropy"])  # the retrain replayed this policy
+
+
+def test_train_doal_learns_policy_and_lr_for_the_given_genotype(write_config, tmp_path):
+    conf = write_config(dataset=DIGITS, tune={"epochs": 2, "max_steps_per_epoch": 12},
+                        tune_architecture={"genotype": "DARTS_V2"})
+    assert search_darts.main(["--conf_path", str(conf), "--Running", "train_doal", "--device", "cpu"]) == 0
+    run_dir = tmp_path / "runs" / "digits_train_doal"
+    from models.genotypes import DARTS_V2, genotype_from_dict
+    assert genotype_from_dict(json.loads((run_dir / "genotype.json").read_text())) == DARTS_V2
+    policy = json.loads((run_dir / "policy.json").read_text())
+    assert policy["type"] == "pair" and policy["searched"] and policy["entropy"] < policy["max_entropy"] - 1e-3
+    hparams = json.loads((run_dir / "hparams.json").read_text())
+    steps = hparams["steps"]
+    # the learned lr itself (final_peak: without the cosine fall the steps also carry) and wd moved
+    assert hparams["learned"] and abs(hparams["final_peak"]["lr"] - steps[0]["lr"]) > 1e-4
+    assert max(s["wd"] for s in steps) - min(s["wd"] for s in steps) > 1e-6
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in records] == ["retrain", "retrain"]
