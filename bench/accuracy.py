@@ -1,8 +1,9 @@
 """End-to-end accuracy on a real image folder: the single-stage searches against not searching.
 
     python bench/accuracy.py DATA_DIR [--search_epochs 5] [--retrain_epochs 5] [--seeds 5 6 7]
-        [--modes ista_single_nor ista_single_doal train daas] [--space darts|mobilenet [--width 0.5]]
+        [--modes ista_single_nor ista_single_doal train train_doal daas] [--space darts|mobilenet [--width 0.5]]
         [--out /tmp/acc_runs] [--set da.objective=...]
+    python bench/accuracy.py DATA_DIR --collect OUT_DIR [OUT_DIR ...] [--modes ...]
 
 DATA_DIR: an ImageFolder root with train/ and val/ (val/ is the test set; the validation split
 is carved out of train/). Same seeds, same budget, a small 32-px network (C=8, 5 cells); the
@@ -10,12 +11,14 @@ bounds of DHA's cifar10 config for lr / wd and its policy size, our default upda
 search's magnitude 1 kept in continued training (DHA's magnitude_tune 10 under-fits in 5 epochs: train
 top-1 0.30 against 0.35, test 0.454 against 0.483 for ista_single_doal at seed 5). `train`
 is the baseline: the fixed DARTS_V2 cell at the same C and cells, trained from scratch for the same
-total epochs (search + retrain) with crop, flip, Cutout and a cosine lr. Prints a table of the
-train top-1 after the first epoch, val / test top-1, the epochs the search took to freeze, how far
-the learned parts moved (the policy's largest entropy drop, the share of the lr band the learned lr
-covered) and the wall time of each run; with several --seeds, one row per mode and seed and then each mode's mean
-and range. At this budget the final epoch of one run lands anywhere in a val swing of a few points,
-so compare means over seeds.
+total epochs (search + retrain) with crop, flip, Cutout and a cosine lr; `train_doal` the same while
+DHA's policy and lr / wd learn. Prints a table of the train top-1 after the first epoch, val / test
+top-1, the epochs the search took to freeze, how far the learned parts moved (the policy's largest
+entropy drop, the share of the lr band the learned lr covered) and the wall time of each run; with
+several --seeds, each mode's mean and range and each mode minus the first, paired by seed, with its
+standard error. At this budget the final epoch of one run lands anywhere in a val swing of a few
+points, so compare means over seeds. --collect runs nothing: it prints the table of the runs already
+under the given --out folders (e.g. seeds run in separate sittings).
 """
 from __future__ import annotations
 
