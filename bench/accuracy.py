@@ -91,13 +91,11 @@ def read_run(run_dir: Path) -> dict:
             "minutes": metrics["total_seconds"] / 60, "first": records[0]["train_top1"]}
 
 
-def collected_runs(out_dirs: list[str], modes: list[str]) -> list[Path]:
-    """The finished runs (a metrics.json) of `modes` under the given --out folders, in seed then mode order."""
-    runs = [d for out in out_dirs for d in sorted(Path(out).glob("imagefolder_*_seed*")) if (d / "metrics.json").is_file()]
-    keyed = [(json.loads((d / "config.json").read_text())["seed"], json.loads((d / "metrics.json").read_text())["mode"], d)
-             for d in runs]
-    return [d for seed, mode, d in sorted(keyed, key=lambda k: (k[0], modes.index(k[1]) if k[1] in modes else -1))
-            if mode in modes]
+def collect(out_dirs: list[str], modes: list[str]) -> list[dict]:
+    """The rows of the finished runs (a metrics.json) of `modes` under the given --out folders, in seed then mode order."""
+    rows = [read_run(d) for out in out_dirs for d in sorted(Path(out).glob("imagefolder_*_seed*"))
+            if (d / "metrics.json").is_file()]
+    return sorted((row for row in rows if row["mode"] in modes), key=lambda row: (row["seed"], modes.index(row["mode"])))
 
 
 def paired_differences(rows: list[dict], reference: str, mode: str) -> tuple[int, float, float]:
@@ -181,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             print(f"error: no run folder '{missing[0]}' to collect", file=sys.stderr)
             return 2
-        rows = [read_run(run_dir) for run_dir in collected_runs(args.collect, args.modes)]
+        rows = collect(args.collect, args.modes)
         if not rows:
             print(f"error: no finished run of {args.modes} under {args.collect}", file=sys.stderr)
             return 2
