@@ -1,29 +1,15 @@
-"""ISTA-NAS supernets (two-stage and single-stage DHA): sparse support, freezing, size limit, derivation."""
+"""ISTA-NAS supernets (two-stage and single-stage DHA): sparse support, mixing weights, derivation."""
 import copy
 
 import pytest
 import torch
+
 from torch import nn
 
-from models.genotypes import PRIMITIVES_ISTA, Genotype, genotype_from_dict
-from models.ista import TYPES, IstaSupernet, converged, pick_support
+from ista_helpers import K, N_EDGES, STEPS, X, Y, bn_of_edges, fresh_like, make, node_edges, perturb_z
+from models.genotypes import PRIMITIVES_ISTA, genotype_from_dict
+from models.ista import TYPES, pick_support
 from models.network import Network
-
-K = len(PRIMITIVES_ISTA)
-STEPS = 4
-N_EDGES = sum(i + 2 for i in range(STEPS))
-
-X = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(123))
-Y = torch.tensor([0, 2])
-
-
-def make(single_stage, seed=0, **kw):
-    """A fresh tiny supernet (construction runs two LASSO recoveries: keep the count low)."""
-    torch.manual_seed(seed)
-    args = dict(single_stage=single_stage, init_channels=4, num_classes=3, layers=3)
-    args.update(kw)
-    return IstaSupernet(**args)
-
 
 _SHARED = {}
 
@@ -49,50 +35,16 @@ def perturbed(request):
     single_stage = request.param
     if single_stage not in _PERTURBED:
         net = make(single_stage, auxiliary=single_stage)
-        _perturb_z(net, 2)
+        perturb_z(net, 2)
         info = net.on_epoch_end(0)
         assert info["accepted"]
-        _perturb_z(net, 3, scale=0.1)   # z is no longer the one the codes came from
+        perturb_z(net, 3, scale=0.1)   # z is no longer the one the codes came from
         net.train()
         with torch.no_grad():
             net(X)
         _PERTURBED[single_stage] = net
     return _PERTURBED[single_stage]
 
-
-def fresh_like(net, seed=7):
-    """A new instance of the same configuration built with another seed, loaded from `net`."""
-    other = make(net.single_stage, seed=seed, auxiliary=net.aux_head is not None)
-    other.load_state_dict(net.state_dict())
-    return other
-
-
-def node_edges(i):
-    offset = sum(j + 2 for j in range(i))
-    return range(offset, offset + i + 2)
-
-
-def _bn_of_edges(net, t, edges):
-    out = []
-    for cell in net.cells:
-        if cell.reduction != (t == "reduce"):
-            continue
-        for e in edges:
-            out += [m for m in cell.edges[e].modules() if isinstance(m, nn.BatchNorm2d) and m.affine]
-    return out
-
-
-def _perturb_z(net, seed, scale=1.0, which=None):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for t in TYPES:
-            for i, z in enumerate(net.z_normal if t == "normal" else net.z_reduce):
-                if which is None or (t, i) in which:
-                    z.add_(scale * torch.randn(z.shape, generator=g))
-
-
-def _codes(net):
-    return {(t, i): getattr(net, f"code_{t}_{i}").clone() for t in TYPES for i in range(STEPS)}
 
 
 # --- support and mixing weights ---------------------------------------------------------------
@@ -235,129 +187,6 @@ def test_state_dict_round_trip(perturbed):
     assert [z.requires_grad for z in a.arch_parameters()] == [z.requires_grad for z in b.arch_parameters()]
 
 
-def test_state_dict_round_trip_restores_the_frozen_nodes():
-    a = make(True, seed=0)
-    a.on_epoch_end(1)             # z unchanged: every node converges and freezes
-    a.freeze_arch()
-    b = fresh_like(a)
-    assert b.should_stop()
-    assert not any(z.requires_grad for z in b.arch_parameters())
-    assert all(m.weight.requires_grad for t in TYPES for m in _bn_of_edges(b, t, range(N_EDGES)))
-    # the architecture is frozen in b too: changing z does not change the output
-    b.eval()
-    with torch.no_grad():
-        before = b(X)
-        _perturb_z(b, 4)
-        assert torch.equal(before, b(X))
-
-
-# --- single-stage freezing --------------------------------------------------------------------
-
-def test_single_stage_bn_affine_trainable_only_after_node_freezes():
-    net = make(True)
-    bns = [m for t in TYPES for m in _bn_of_edges(net, t, range(N_EDGES))]
-    assert bns, "single-stage ops must have affine BNs"
-    assert not any(m.weight.requires_grad or m.bias.requires_grad for m in bns)
-    # preprocessing and stem BNs are ordinary weights
-    assert net.cells[0].preprocess1.op[2].weight.requires_grad
-    assert not net.should_stop()
-
-    info0 = net.on_epoch_end(0)   # epoch 0 never freezes
-    assert info0["accepted"] and info0["frozen_nodes"] == 0
-    net.on_epoch_end(1)
-    info = net.on_epoch_end(2)
-    assert info["accepted"]
-    assert info["frozen_nodes"] == 2 * STEPS
-    assert net.should_stop()
-    assert not any(z.requires_grad for z in net.arch_parameters())
-    assert all(m.weight.requires_grad and m.bias.requires_grad for m in bns)
-
-
-def test_single_stage_freezes_only_converged_nodes():
-    net = make(True)
-    _perturb_z(net, 9, scale=2.0, which={("normal", 2)})
-    info = net.on_epoch_end(1)
-    assert info["frozen_nodes"] == 2 * STEPS - 1
-    assert net.frozen_normal.tolist() == [True, True, False, True]
-    assert net.frozen_reduce.all()
-    assert not net.should_stop()
-    assert net.z_normal[2].requires_grad
-    assert not net.z_normal[1].requires_grad and not net.z_reduce[2].requires_grad
-    searching = _bn_of_edges(net, "normal", node_edges(2))
-    assert searching and not any(m.weight.requires_grad for m in searching)
-    others = [m for i in (0, 1, 3) for m in _bn_of_edges(net, "normal", node_edges(i))]
-    assert all(m.weight.requires_grad for m in others)
-    assert all(m.weight.requires_grad for m in _bn_of_edges(net, "reduce", range(N_EDGES)))
-    # once it stops moving, it freezes too
-    net.on_epoch_end(2)
-    assert net.should_stop()
-
-
-def test_the_relative_rule_is_scale_free_and_the_absolute_one_is_not():
-    code, change = torch.tensor([0.3, -0.4]), 0.02  # 4% of the code's norm 0.5
-    assert converged(change, code, 1e-3, 0.05) and not converged(change, code, 1e-3, 0.03)
-    for scale in (1e-3, 1.0, 1e3):  # the same decision at every scale of the codes
-        assert converged(change * scale, code * scale, 1e-3, 0.05)
-    assert [converged(change * s, code * s, 1e-3) for s in (1e-3, 1.0)] == [True, False]
-
-
-def test_with_a_relative_limit_a_node_freezes_once_its_code_moves_little_for_its_size():
-    net = make(True, relative_limit=0.05)
-    with torch.no_grad():
-        for z in list(net.z_normal) + list(net.z_reduce):
-            z.mul_(1000.0)  # codes of size O(1): their epoch-to-epoch noise dwarfs DHA's 1e-3
-    net.on_epoch_end(1)
-    assert not net.frozen_normal.any()  # each code jumped from O(1e-3) to O(1)
-    with torch.no_grad():
-        for z in list(net.z_normal) + list(net.z_reduce):
-            z.mul_(1.01)  # a 1% move: under 5% of its size, far above an absolute 1e-3
-    net.on_epoch_end(2)
-    assert net.frozen_normal.all() and net.frozen_reduce.all()
-
-
-def test_two_stage_never_freezes_nodes():
-    net = make(False)
-    info = net.on_epoch_end(5)    # z unchanged: a single-stage net would freeze everything now
-    assert info["accepted"] and info["code_change"] <= net.dist_limit
-    assert info["frozen_nodes"] == 0
-    assert not net.frozen_normal.any() and not net.frozen_reduce.any()
-    assert not net.should_stop()
-    assert all(z.requires_grad for z in net.arch_parameters())
-
-
-# --- size limit -------------------------------------------------------------------------------
-
-def test_param_limit_rejects_then_accepts():
-    seen, size = [], [100.0]
-
-    def size_fn(g):
-        seen.append(g)
-        return size[0]
-
-    net = make(True)
-    net.size_fn, net.param_limit = size_fn, 1.0
-    geno, codes, supports = net.genotype(), _codes(net), (net.support_normal.clone(), net.support_reduce.clone())
-    _perturb_z(net, 11, scale=3.0)
-    info = net.on_epoch_end(1)
-    assert info["accepted"] is False
-    assert info["candidate_params_m"] == 100.0
-    assert len(seen) == 1 and isinstance(seen[0], Genotype)
-    assert seen[0] != geno          # the candidate really differed
-    assert net.genotype() == geno
-    after = _codes(net)
-    assert all(torch.equal(codes[key], after[key]) for key in codes)
-    assert torch.equal(net.support_normal, supports[0]) and torch.equal(net.support_reduce, supports[1])
-    assert info["frozen_nodes"] == 0 and not net.should_stop()
-    assert all(z.requires_grad for z in net.arch_parameters())
-
-    size[0] = 0.5                   # the same candidate, now small enough
-    info = net.on_epoch_end(2)
-    assert info["accepted"] is True
-    assert seen[-1] == seen[0]
-    assert net.genotype() == seen[-1] != geno
-    assert any(not torch.equal(codes[key], v) for key, v in _codes(net).items())
-
-
 # --- derivation -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("freeze", [True, False])
@@ -392,8 +221,8 @@ def test_freeze_arch_makes_weights_constant_and_bns_trainable():
     with torch.no_grad():
         before = net(X)
     net.freeze_arch()
-    assert all(m.weight.requires_grad for t in TYPES for m in _bn_of_edges(net, t, range(N_EDGES)))
-    _perturb_z(net, 21)
+    assert all(m.weight.requires_grad for t in TYPES for m in bn_of_edges(net, t, range(N_EDGES)))
+    perturb_z(net, 21)
     with torch.no_grad():
         assert torch.allclose(before, net(X), atol=1e-6)
     assert net.on_epoch_end(3) == {}
@@ -409,7 +238,7 @@ def test_derive_model_raises_for_two_stage(shared):
 def test_two_stage_has_no_affine_op_bns_and_pool_bns():
     net = make(False, auxiliary=True)
     assert net.aux_head is None   # auxiliary is a single-stage feature
-    assert not _bn_of_edges(net, "normal", range(N_EDGES))
+    assert not bn_of_edges(net, "normal", range(N_EDGES))
     pool = net.cells[0].edges[0].ops[PRIMITIVES_ISTA.index("max_pool_3x3")]
     assert isinstance(pool, nn.Sequential) and isinstance(pool[1], nn.BatchNorm2d)
 
@@ -418,7 +247,7 @@ def test_two_stage_has_no_affine_op_bns_and_pool_bns():
 def test_single_stage_ops_have_affine_bns_and_no_pool_bns(shared):
     pool = shared.cells[0].edges[0].ops[PRIMITIVES_ISTA.index("max_pool_3x3")]
     assert isinstance(pool, nn.MaxPool2d)
-    assert _bn_of_edges(shared, "normal", range(N_EDGES))
+    assert bn_of_edges(shared, "normal", range(N_EDGES))
 
 
 def test_bad_measurement_raises():
@@ -472,7 +301,7 @@ def test_pick_support_reference_never_selects_last_op_randomly():
 def test_reference_selection_supernet_never_uses_dil_conv_5x5():
     net = make(False, reference_selection=True)
     for seed in range(1):
-        _perturb_z(net, seed, scale=2.0)
+        perturb_z(net, seed, scale=2.0)
         net.on_epoch_end(0)
         geno = net.genotype()
         assert geno.count("dil_conv_5x5") == 0 and geno.count("dil_conv_5x5", "reduce") == 0
