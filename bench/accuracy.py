@@ -71,11 +71,12 @@ def config(data_dir: str, out: str, search_epochs: int, retrain_epochs: int) -> 
 
 def movement(records: list[dict], cfg: dict) -> tuple[str, str]:
     """The policy's largest entropy drop below its first logged value's maximum ln K^2, and the
-    share of the lr band the learned lr covered ('-' where a run has no such part)."""
+    share of the lr band the learned lr (the peak, where logged) covered ('-' where a run has no such part)."""
     import math
     entropies = [r["policy_entropy"] for r in records if "policy_entropy" in r]
     drop = f"{math.log(cfg['da']['policy'] ** 2) - min(entropies):.3f}" if entropies else "-"
-    lrs = [t["lr"] for r in records for t in r.get("hyper_trace", [])]
+    # the learned peak where a run logs it (the stepping lr also carries the cosine's fall)
+    lrs = [t.get("lr_peak", t["lr"]) for r in records for t in r.get("hyper_trace", [])]
     band = cfg["hpo"]["learning_up"] - cfg["hpo"]["learning_low"]
     cover = f"{(max(lrs) - min(lrs)) / band:.2f}" if lrs else "-"
     return drop, cover

@@ -57,7 +57,10 @@ def plot_hparams(hparams: dict, records: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     for ax, key in zip(axes, ("lr", "wd")):
         if steps:
-            ax.plot(range(1, len(steps) + 1), [s[key] for s in steps], linewidth=1)
+            ax.plot(range(1, len(steps) + 1), [s[key] for s in steps], linewidth=1, label="the steps'")
+            if key == "lr" and "lr_peak" in steps[0]:  # the learned value, before the schedule's fall
+                ax.plot(range(1, len(steps) + 1), [s["lr_peak"] for s in steps], linewidth=1, label="learned peak")
+                ax.legend()
             ax.set_xlabel("logged step")
         else:
             ax.plot(range(1, len(records) + 1), [r[key] for r in records], marker=".")

@@ -212,7 +212,9 @@ class Searcher:
                 scalars = {f"{self.loop.stage}/train_loss_step": loss / n}
                 if hyper is not None:
                     values = self.weight_update.values(epoch)
-                    hyper_trace.append({"stage": self.loop.stage, "step": self.step, **values})
+                    # lr_peak: the learned value itself, before the schedule's fall scales the step
+                    hyper_trace.append({"stage": self.loop.stage, "step": self.step, **values,
+                                        "lr_peak": hyper.values()["lr"]})
                     scalars.update({f"{self.loop.stage}/hparams_{k}": v for k, v in values.items()})
                 self.logger.scalars(scalars, self.step)
             if should_pause is not None and i + 1 < steps and should_pause():

@@ -51,3 +51,11 @@ def test_collect_of_a_missing_folder_is_a_one_line_error(tmp_path, capsys):
     code = accuracy.main(["unused", "--collect", str(tmp_path / "nowhere")])
     assert code == 2
     assert capsys.readouterr().err.strip().count("\n") == 0
+
+
+def test_the_lr_band_covered_is_the_learned_peaks_not_the_annealed_steps():
+    cfg = {"hpo": {"learning_low": 0.02, "learning_up": 0.06}, "da": {"policy": 14}}
+    trace = [{"lr": 0.04, "lr_peak": 0.04}, {"lr": 0.01, "lr_peak": 0.03}, {"lr": 0.002, "lr_peak": 0.03}]
+    assert accuracy.movement([{"hyper_trace": trace}], cfg) == ("-", "0.25")
+    old_run = [{k: v for k, v in step.items() if k == "lr"} for step in trace]  # logged before lr_peak
+    assert accuracy.movement([{"hyper_trace": old_run}], cfg) == ("-", "0.95")

@@ -14,16 +14,19 @@ def test_100_steps_on_digits_move_lr_and_wd_within_bounds(write_config, tmp_path
                  "max_test": 32, "flip": False},
         train={"epochs": 5, "retrain_epochs": 5, "max_steps_per_epoch": None},
         train_architecture={"dist_limit": 0.0},
-        hpo={"h_lr": 1e-2, "h_lr_tune": 1e-2, "anneal": False, **bounds},  # the lr as learned: within its bounds
+        hpo=bounds,
     )
     assert search_darts.main(["--conf_path", str(conf), "--Running", "ista_single_hpo", "--device", "cpu"]) == 0
     run_dir = tmp_path / "runs" / "digits_ista_single_hpo"
     hparams = json.loads((run_dir / "hparams.json").read_text())
     steps = hparams["steps"]
     assert hparams["learned"] and len(steps) == 100  # 10 steps per epoch, 10 epochs, logged every step
-    lrs, wds = [s["lr"] for s in steps], [s["wd"] for s in steps]
+    lrs, wds = [s["lr_peak"] for s in steps], [s["wd"] for s in steps]
     assert max(lrs) - min(lrs) > 1e-3 and max(wds) - min(wds) > 1e-6
     assert all(bounds["learning_low"] <= v <= bounds["learning_up"] for v in lrs)
+    # the steps run at the learned peak during the constant-lr search, then at it times the cosine's fall
+    assert all(s["lr"] == s["lr_peak"] for s in steps if s["stage"] == "search")
+    assert steps[-1]["stage"] == "continue" and steps[-1]["lr"] < 0.5 * steps[-1]["lr_peak"]
     assert all(bounds["weight_decay_low"] <= v <= bounds["weight_decay_up"] for v in wds)
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
