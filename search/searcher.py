@@ -12,9 +12,9 @@ from augment.policy import AugmentPolicy
 from hpo.weight_update import WeightUpdate
 from search.arch_step import ArchStep
 from search.evaluate import evaluate, to_input
+from search.guard import NonFiniteGuard
 from search.policy_step import PolicyStep, StepOutcome
 from utils.distributed import Distributed
-from utils.errors import UserError
 from utils.logging import RunLogger
 from utils.seeding import derive_seed, rng_state, set_rng_state
 
@@ -35,38 +35,6 @@ class LoopConfig:
     progress: bool = False
     searching: bool = False  # call the supernet's epoch hooks and honour should_stop()
     nan_patience: int = 10  # consecutive skipped (non-finite) steps before the stage stops
-
-
-class NonFiniteError(UserError):
-    """Too many steps in a row had a non-finite loss or gradient."""
-
-
-class NonFiniteGuard:
-    """Counts the steps skipped for a non-finite loss or weight gradient; `patience` in a row stop
-    the stage with a NonFiniteError (the last checkpoint stays the valid one)."""
-
-    def __init__(self, patience: int):
-        self.patience, self.in_row, self.total = patience, 0, 0
-
-    def passed(self, value: torch.Tensor) -> bool:
-        """True when `value` is finite (one host sync); else count the skip, and stop at `patience`."""
-        if bool(torch.isfinite(value).all()):
-            self.in_row = 0
-            return True
-        self.in_row += 1
-        self.total += 1
-        if self.in_row >= self.patience:
-            raise NonFiniteError(f"training stopped: {self.in_row} steps in a row had a non-finite loss or gradient "
-                                 "(each was skipped); lower the learning rates or check the data")
-        return False
-
-    def state_dict(self) -> dict:
-        """The counters."""
-        return {"in_row": self.in_row, "total": self.total}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Inverse of `state_dict`."""
-        self.in_row, self.total = state["in_row"], state["total"]
 
 
 class Paused(Exception):

@@ -6,8 +6,9 @@ from torch import nn
 from hpo.schedule import CosineSchedule
 from hpo.weight_update import WeightUpdate
 from search.arch_step import ArchStep
+from search.guard import NonFiniteError
 from search.policy_step import PolicyStep
-from search.searcher import LoopConfig, NonFiniteError, Paused, Searcher
+from search.searcher import LoopConfig, Paused, Searcher
 from utils.logging import RunLogger
 
 
