@@ -25,7 +25,7 @@ from models.summary import count_madds_m
 from search.arch_step import (ArchStep, FirstOrderArchStep, JointArchStep, SecondOrderArchStep,
                               make_arch_optimizer)
 from search.modes import ArchUpdate, Kind, Mode, Sections, Space, StageSpec
-from utils.config import ArchConfig, DaConfig, DatasetConfig, HpoConfig, RunConfig, TrainConfig
+from utils.config_sections import ArchConfig, DaConfig, DatasetConfig, HpoConfig, RunConfig, TrainConfig
 from utils.distributed import Distributed
 from utils.errors import UserError
 

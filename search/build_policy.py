@@ -7,7 +7,7 @@ import torch
 from search.build import StageSections
 from search.modes import Augment, StageSpec
 from search.policy_step import AffinityStep, GeneralizationStep, PolicyStep, ScoreFunctionStep, ThroughImagesStep
-from utils.config import DatasetConfig
+from utils.config_sections import DatasetConfig
 from utils.errors import UserError
 
 

@@ -5,7 +5,7 @@ import torch
 
 from augment.fixed import TrainAugment
 from datasets import BatchLoader, DataSplits, InfiniteBatches, build_splits
-from utils.config import ArchConfig, DatasetConfig
+from utils.config_sections import ArchConfig, DatasetConfig
 from utils.distributed import Distributed
 from utils.errors import UserError
 

@@ -16,7 +16,8 @@ from search.modes import Augment, Kind, Mode
 from search.searcher import Paused, Searcher
 from search.stage import Stage, build_stage, resume_stage
 from search.state import RunState, save_checkpoint
-from utils.config import RunConfig, config_to_dict
+from utils.config import config_to_dict
+from utils.config_sections import RunConfig
 from utils.logging import RunLogger
 from utils.seeding import seed_everything
 from utils.signals import StopSignals, Terminated

@@ -17,7 +17,7 @@ from search.data import RunData, build_eval_transform, build_train_augment
 from search.modes import MODES, Augment, Kind, Mode, Space, StageSpec
 from search.searcher import LoopConfig, Searcher
 from search.state import RunState
-from utils.config import RunConfig
+from utils.config_sections import RunConfig
 from utils.distributed import Distributed
 from utils.errors import UserError
 from utils.logging import RunLogger, progress_enabled

@@ -8,7 +8,7 @@ import typing
 import search_darts
 from search.modes import MODES
 from tests.conftest import tiny_config
-from utils.config import RunConfig
+from utils.config_sections import RunConfig
 
 CASES = 320
 RUNNABLE = sorted(MODES)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from utils.config import (INHERITS, LEGACY_KEYS, RunConfig, config_from_dict, config_to_dict, load_config,
-                          parse_override)
+from utils.config import config_from_dict, config_to_dict, load_config, parse_override
+from utils.config_sections import INHERITS, LEGACY_KEYS, RunConfig
 from utils.errors import ConfigError, UserError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ bounds so that a typo fails here instead of in the allocator.
 """
 from __future__ import annotations
 
-from utils.config import ArchConfig, DaConfig, DatasetConfig, HpoConfig, RunConfig, TrainConfig
+from utils.config_sections import ArchConfig, DaConfig, DatasetConfig, HpoConfig, RunConfig, TrainConfig
 from utils.errors import ConfigError
 
 MAX_INPUT_SIZE = 1024  # pixels per side
