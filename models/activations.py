@@ -9,7 +9,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from models.amp import autocast
-from models.operations import Layers, global_avg_pool
+from models.fast_ops import global_avg_pool
+from models.operations import Layers
 
 
 class Activations:

@@ -8,7 +8,8 @@ from torch import nn
 
 from models.activations import Activations
 from models.batchnorm import BatchNorm2d
-from models.operations import FactorizedReduce, Identity, Layers, ReLUConvBN, WholeInputConv2d, drop_path, make_op
+from models.fast_ops import WholeInputConv2d
+from models.operations import FactorizedReduce, Identity, Layers, ReLUConvBN, drop_path, make_op
 
 
 class Normalize(nn.Module):
