@@ -77,7 +77,10 @@ def movement(records: list[dict], cfg: dict) -> tuple[str, str]:
     drop = f"{math.log(cfg['da']['policy'] ** 2) - min(entropies):.3f}" if entropies else "-"
     # the learned peak where a run logs it (the stepping lr also carries the cosine's fall)
     lrs = [t.get("lr_peak", t["lr"]) for r in records for t in r.get("hyper_trace", [])]
-    band = cfg["hpo"]["learning_up"] - cfg["hpo"]["learning_low"]
+    low, up = cfg["hpo"]["learning_low"], cfg["hpo"]["learning_up"]
+    band = up - low
+    if lrs and "lr_peak" in records[-1]["hyper_trace"][-1]:
+        lrs.append((low + up) / 2)  # where it started, before the first logged step
     cover = f"{(max(lrs) - min(lrs)) / band:.2f}" if lrs else "-"
     return drop, cover
 

@@ -55,7 +55,9 @@ def test_collect_of_a_missing_folder_is_a_one_line_error(tmp_path, capsys):
 
 def test_the_lr_band_covered_is_the_learned_peaks_not_the_annealed_steps():
     cfg = {"hpo": {"learning_low": 0.02, "learning_up": 0.06}, "da": {"policy": 14}}
-    trace = [{"lr": 0.04, "lr_peak": 0.04}, {"lr": 0.01, "lr_peak": 0.03}, {"lr": 0.002, "lr_peak": 0.03}]
-    assert accuracy.movement([{"hyper_trace": trace}], cfg) == ("-", "0.25")
+    trace = [{"lr": 0.046, "lr_peak": 0.046}, {"lr": 0.01, "lr_peak": 0.03}, {"lr": 0.002, "lr_peak": 0.03}]
+    assert accuracy.movement([{"hyper_trace": trace}], cfg) == ("-", "0.40")  # 0.03-0.046
+    falling = [{"lr": 0.033, "lr_peak": 0.033}, {"lr": 0.001, "lr_peak": 0.03}]
+    assert accuracy.movement([{"hyper_trace": falling}], cfg) == ("-", "0.25")  # from the start 0.04 to 0.03
     old_run = [{k: v for k, v in step.items() if k == "lr"} for step in trace]  # logged before lr_peak
-    assert accuracy.movement([{"hyper_trace": old_run}], cfg) == ("-", "0.95")
+    assert accuracy.movement([{"hyper_trace": old_run}], cfg) == ("-", "1.10")  # the steps' lr, as logged
