@@ -76,10 +76,11 @@ def movement(records: list[dict], cfg: dict) -> tuple[str, str]:
     entropies = [r["policy_entropy"] for r in records if "policy_entropy" in r]
     drop = f"{math.log(cfg['da']['policy'] ** 2) - min(entropies):.3f}" if entropies else "-"
     # the learned peak where a run logs it (the stepping lr also carries the cosine's fall)
-    lrs = [t.get("lr_peak", t["lr"]) for r in records for t in r.get("hyper_trace", [])]
+    trace = [t for r in records for t in r.get("hyper_trace", [])]
+    lrs = [t.get("lr_peak", t["lr"]) for t in trace]
     low, up = cfg["hpo"]["learning_low"], cfg["hpo"]["learning_up"]
     band = up - low
-    if lrs and "lr_peak" in records[-1]["hyper_trace"][-1]:
+    if trace and "lr_peak" in trace[-1]:
         lrs.append((low + up) / 2)  # where it started, before the first logged step
     cover = f"{(max(lrs) - min(lrs)) / band:.2f}" if lrs else "-"
     return drop, cover

@@ -59,5 +59,6 @@ def test_the_lr_band_covered_is_the_learned_peaks_not_the_annealed_steps():
     assert accuracy.movement([{"hyper_trace": trace}], cfg) == ("-", "0.40")  # 0.03-0.046
     falling = [{"lr": 0.033, "lr_peak": 0.033}, {"lr": 0.001, "lr_peak": 0.03}]
     assert accuracy.movement([{"hyper_trace": falling}], cfg) == ("-", "0.25")  # from the start 0.04 to 0.03
+    assert accuracy.movement([{"hyper_trace": falling}, {"stage": "retrain"}], cfg) == ("-", "0.25")  # no trace last
     old_run = [{k: v for k, v in step.items() if k == "lr"} for step in trace]  # logged before lr_peak
     assert accuracy.movement([{"hyper_trace": old_run}], cfg) == ("-", "1.10")  # the steps' lr, as logged
