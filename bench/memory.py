@@ -1,13 +1,15 @@
 """Peak memory and time of one search step at the papers' CIFAR sizes.
 
-    python bench/memory.py DATA_DIR [--steps 4] [--warmup 2] [--threads 2] [--device cpu|cuda]
+    python bench/memory.py DATA_DIR [--steps 4] [--warmup 2] [--threads 2] [--device cpu|cuda] [--rows 0,4]
+        [--precisions off,bf16]
 
 DATA_DIR: an ImageFolder root with train/ (e.g. shared/data/cifar10-subset), used at 32x32. Rows:
 `ista_single_doal` at DHA's size (C=36, 20 cells, batch 96) with a hypergradient every step as the
 original (also with the overlapped validation pass forced on, which the automatic choice turns off
 at this size, and with cells recomputed in backward: `recompute_cells`), at the default hpo.every,
 `ista_single_nor` at the same size and `darts` at DARTS' search size (C=16, 8 cells, batch 64); on
-CUDA every row also with `amp: bf16`. Each row runs in its own child process (peak memory is per
+CUDA every row also with `amp: bf16` (`--precisions off,bf16` asks for both on CPU too, for CPUs
+with bfloat16 units such as AMX). Each row runs in its own child process (peak memory is per
 process): on CPU the peak RSS of the process and its growth over the steps (what the steps add to
 the built model and data), on CUDA `torch.cuda.max_memory_allocated`; time is the mean over --steps
 steps after --warmup (4: one whole cycle of the default hpo.every), and images / s. `--rows 0,4`
@@ -76,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rows", default="", help="comma-separated row numbers (default: all)")
+    parser.add_argument("--precisions", default="", help="comma-separated amp settings, off and / or bf16 "
+                        "(default: off on CPU, both on CUDA)")
     parser.add_argument("--row", type=int, default=None, help=argparse.SUPPRESS)  # child mode
     parser.add_argument("--amp", default="off", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -86,7 +90,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(args.data_dir, args.row, args.amp, args.steps, args.warmup, args.threads,
                                  args.device)))
         return 0
-    amps = ["off", "bf16"] if args.device.startswith("cuda") else ["off"]
+    amps = args.precisions.split(",") if args.precisions else \
+        (["off", "bf16"] if args.device.startswith("cuda") else ["off"])
+    if not set(amps) <= {"off", "bf16"}:
+        print(f"error: --precisions takes off and / or bf16, got '{args.precisions}'", file=sys.stderr)
+        return 2
     results = []
     for row in _row_args(args.rows):
         for amp in amps:

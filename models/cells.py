@@ -39,6 +39,16 @@ def _same_order_flat(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, to
     return None
 
 
+def _inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """<a, b> as one float32-or-wider dot product. Half-precision operands (bf16 autocast) are
+    widened first: the sum keeps float32 digits instead of 8 bits, and on CPU the bfloat16 dot is
+    4-30x slower than widening and a float32 dot together (at the cells' sizes)."""
+    if a.dtype in (torch.bfloat16, torch.float16):
+        a, b = a.float(), b.float()
+    flat = _same_order_flat(a, b)
+    return torch.dot(*flat) if flat is not None else (a * b).sum()
+
+
 def _will_use(node) -> bool:
     """Whether the running backward pass executes `node`: `torch.autograd.grad` for the network
     weights alone (the hypergradient's validation pass) needs no architecture gradient, which
@@ -79,10 +89,7 @@ class _WeightedSum(torch.autograd.Function):
             if not (wanted and _will_use(ctx.next_functions[i][0])):
                 weight_grads.append(None)
                 continue
-            out = outs[i]
-            flat = _same_order_flat(grad, out)
-            dot = torch.dot(*flat) if flat is not None else (grad * out).sum()
-            weight_grads.append(dot.to(w.dtype).reshape(w.shape))
+            weight_grads.append(_inner(grad, outs[i]).to(w.dtype).reshape(w.shape))
         out_grads = [grad * w if wanted else None for w, wanted in zip(weights, need[n:])]
         return (None, *weight_grads, *out_grads)
 

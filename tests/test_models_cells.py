@@ -117,6 +117,22 @@ def test_weighted_sum_gradients_when_the_upstream_gradient_is_a_channel_slice():
         assert torch.allclose(g, h, rtol=1e-10, atol=1e-12)
 
 
+def test_weighted_sum_weight_gradients_of_bf16_outputs_keep_float32_digits():
+    """Under bf16 autocast the outputs and the upstream gradient are bfloat16; a bfloat16 dot would
+    round each weight's gradient to 8 bits (relative error up to 4e-3)."""
+    from models.cells import weighted_sum
+    torch.manual_seed(2)
+    outs = [torch.randn(4, 8, 6, 6).bfloat16().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+            for _ in range(3)]
+    alphas = torch.rand(3, requires_grad=True)
+    upstream = torch.randn(4, 8, 6, 6).bfloat16().contiguous(memory_format=torch.channels_last)
+    total = weighted_sum([alphas[i] for i in range(3)], outs)  # float32 weights, as the cells pass them
+    g_alpha, = torch.autograd.grad(total, alphas, upstream)
+    want = torch.stack([(upstream.double() * o.double()).sum() for o in outs])
+    assert g_alpha.dtype == torch.float32
+    assert torch.allclose(g_alpha.double(), want, rtol=1e-5, atol=1e-4)
+
+
 def test_weighted_sum_keeps_no_outputs_when_the_weights_are_frozen():
     from models.cells import weighted_sum
     outs = [torch.randn(2, 3, 4, 4, requires_grad=True) for _ in range(3)]
