@@ -130,7 +130,7 @@ def build_network(genotype: Genotype | MobileGenotype, arch: ArchConfig, data: D
 
 
 def configured_genotype(arch: ArchConfig) -> Genotype:
-    """The genotype a mode without a search (`train`, `train_doal`) trains (`genotype` of its architecture section)."""
+    """The genotype a mode without a search (`train`, `train_doal`, ...) trains (`genotype` of its architecture section)."""
     if arch.genotype is None:
         raise UserError("a mode without a search needs tune_architecture.genotype: DARTS_V2, PC_DARTS, MOBILENET_V2, a "
                         "genotype JSON string or a run's genotype.json")

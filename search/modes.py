@@ -139,6 +139,10 @@ MODES: dict[str, Mode] = {m.name: m for m in (
     Mode("train_doal", (StageSpec(Kind.RETRAIN, augment=Augment.PAIR, hpo=True, sections=Sections.TUNE),),
          note="no architecture search: the genotype tune_architecture.genotype trained from scratch while DHA's "
               "augmentation policy and lr / wd are learned (da_tune, hpo_tune); `train` with them learned"),
+    Mode("train_hpo", (StageSpec(Kind.RETRAIN, hpo=True, sections=Sections.TUNE),),
+         note="no architecture search: `train_doal` without the augmentation policy (only lr / wd learned)"),
+    Mode("train_da", (StageSpec(Kind.RETRAIN, augment=Augment.PAIR, sections=Sections.TUNE),),
+         note="no architecture search: `train_doal` with lr / wd fixed (only the augmentation policy learned)"),
     Mode("daas", (StageSpec(Kind.SEARCH, Space.GDAS, ArchUpdate.VAL, Augment.REINFORCE),
                   StageSpec(Kind.RETRAIN, augment=Augment.REPLAY, sections=Sections.TUNE)),
          note="DAAS: single-path Gumbel supernet (one op per edge runs) + policy-gradient augmentation; the "

@@ -69,3 +69,15 @@ def test_train_doal_learns_policy_and_lr_for_the_given_genotype(write_config, tm
     assert max(s["wd"] for s in steps) - min(s["wd"] for s in steps) > 1e-6
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["stage"] for r in records] == ["retrain", "retrain"]
+
+
+@pytest.mark.parametrize("mode,policy_learns,hpo_learns", [("train_hpo", False, True), ("train_da", True, False)])
+def test_train_hpo_and_train_da_learn_one_half_of_train_doal(write_config, tmp_path, mode, policy_learns, hpo_learns):
+    conf = write_config(dataset=DIGITS, tune={"epochs": 1, "max_steps_per_epoch": 8},
+                        tune_architecture={"genotype": "DARTS_V2"})
+    assert search_darts.main(["--conf_path", str(conf), "--Running", mode, "--device", "cpu"]) == 0
+    run_dir = tmp_path / "runs" / f"digits_{mode}"
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in records] == ["retrain"]
+    assert ("policy_entropy" in records[-1]) == policy_learns
+    assert json.loads((run_dir / "hparams.json").read_text())["learned"] == hpo_learns
