@@ -34,6 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import search_darts  # noqa: E402
+from hpo.hypergrad import start_value  # noqa: E402
 from search.modes import MODES, Kind  # noqa: E402
 
 MODES_COMPARED = ("ista_single_nor", "ista_single_doal", "train")
@@ -81,7 +82,7 @@ def movement(records: list[dict], cfg: dict) -> tuple[str, str]:
     low, up = cfg["hpo"]["learning_low"], cfg["hpo"]["learning_up"]
     band = up - low
     if trace and "lr_peak" in trace[-1]:
-        lrs.append((low + up) / 2)  # where it started, before the first logged step
+        lrs.append(start_value((low, up)))  # where it started, before the first logged step
     cover = f"{(max(lrs) - min(lrs)) / band:.2f}" if lrs else "-"
     return drop, cover
 

@@ -38,6 +38,11 @@ def lookahead_hypergradients(val_grads: Sequence[torch.Tensor], updates: Sequenc
     return -g_u, -lr * (g_w + lr * g_u)
 
 
+def start_value(bounds: tuple[float, float]) -> float:
+    """Where a learned lr or wd starts (and restarts): the midpoint of its bounds, as DHA."""
+    return (bounds[0] + bounds[1]) / 2
+
+
 class HyperGradient:
     """Owns the weight lr and wd, float64, clamped to bounds, initialised at the midpoints.
 
@@ -54,7 +59,7 @@ class HyperGradient:
         self.lr_bounds, self.wd_bounds = lr_bounds, wd_bounds
         self.every, self.signal = every, signal
         # The optimised coordinates: (lr, wd) here, (log lr, log wd) in LogHyperGradient.
-        self.coords = [torch.tensor(self._to_coord(sum(b) / 2), dtype=torch.float64, requires_grad=True)
+        self.coords = [torch.tensor(self._to_coord(start_value(b)), dtype=torch.float64, requires_grad=True)
                        for b in (lr_bounds, wd_bounds)]
         self._low = [self._to_coord(b[0]) for b in (lr_bounds, wd_bounds)]
         self._high = [self._to_coord(b[1]) for b in (lr_bounds, wd_bounds)]
@@ -90,7 +95,7 @@ class HyperGradient:
     def restart(self) -> None:
         """Back to the midpoints of the bounds, with a fresh optimizer state."""
         for c, b in zip(self.coords, (self.lr_bounds, self.wd_bounds)):
-            c.fill_(self._to_coord(sum(b) / 2))
+            c.fill_(self._to_coord(start_value(b)))
         self.optimizer.state.clear()
 
     def wants_update(self, step: int) -> bool:
