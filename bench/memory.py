@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from step_time import child_json, make_searcher, measure_steps  # noqa: E402
 
 # The original DHA code (hypergradient every step) at DHA's size, 2 threads, measured side by side
-# with ours by an earlier session on this kind of 2-core CPU.
+# with ours by an earlier session on a 2-core AMD EPYC; on another machine or sitting the ratios
+# below cross machines (times drift by up to 16% between sittings of one VM).
 ORIGINAL_SECONDS, ORIGINAL_MIB = 21.1, 12099
 DHA = dict(init_channels=36, layers=20, batch_size=96)
 DARTS = dict(init_channels=16, layers=8, batch_size=64)
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     shown = [f"{label.split(' C=')[0].replace('ista_single_doal', 'doal')}: {ORIGINAL_SECONDS / r['seconds']:.2f}x, "
              f"{r[memory_key] / ORIGINAL_MIB:.0%}" for label, r in results if label.startswith("ista_single_doal")]
     print(f"summary: against the original DHA code at its size ({ORIGINAL_SECONDS} s/step, {ORIGINAL_MIB:,} MiB peak "
-          f"RSS on this kind of CPU), speed-up and share of its memory: {'; '.join(shown)} "
+          f"RSS, a 2-core AMD EPYC in an earlier sitting), speed-up and share of its memory: {'; '.join(shown)} "
           f"({args.device}, {args.threads} threads)")
     return 0
 
