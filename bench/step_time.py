@@ -31,6 +31,8 @@ from search.modes import MODES  # noqa: E402
 from search.stage import build_stage  # noqa: E402
 from search.state import RunState  # noqa: E402
 from utils.config import config_from_dict  # noqa: E402
+from utils.device import resolve_device  # noqa: E402
+from utils.errors import UserError  # noqa: E402
 from utils.logging import RunLogger  # noqa: E402
 
 ROWS = [("ista_single_nor", {"channels_last": "false"}), ("ista_single_nor", {}), ("ista_single_hpo", {}), ("ista_single_da", {}), ("ista_single_doal", {"hpo.every": 1}),
@@ -162,8 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     if not (Path(args.data_dir) / "train").is_dir():
         print(f"error: no ImageFolder train/ under '{args.data_dir}'", file=sys.stderr)
         return 2
+    try:
+        device = resolve_device(args.device)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
     rows = [(mode, overrides) for mode, overrides in ROWS if not (args.skip_darts and mode.startswith("darts"))]
     searchers = [make_searcher(args.data_dir, mode, overrides, device) for mode, overrides in rows]
     base = rows.index(("ista_single_nor", {}))

@@ -13,6 +13,8 @@ import json  # noqa: E402
 import pytest  # noqa: E402
 
 SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-subset"
+# A test parametrized over DEVICES runs the same code on the CPU and, where one is present, on CUDA.
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))]
 
 
 def tiny_config(save_root: Path, **sections) -> dict:
