@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from hpo.expected_step import ExpectedStep
 from hpo.hypergrad import HyperGradient, lookahead_hypergradients
 from hpo.schedule import CosineSchedule
 from utils.distributed import Distributed
@@ -94,12 +95,18 @@ class HyperUpdate(WeightUpdate):
     intra-op threads: at this network size a second thread speeds one op up far less than it speeds
     up a second, independent op stream. The pass must draw no random numbers: draws from two threads
     would interleave by timing.
+    `lookahead="expected"` (validation signal only) judges lr by the expected step instead of the
+    step taken (hpo/expected_step.py): the validation gradients of step t then wait for step t+1's
+    gradient, and lr moves one step later.
     """
 
     def __init__(self, optimizer: torch.optim.SGD, hyper: HyperGradient,
                  val_forward: Callable[[torch.Tensor], torch.Tensor], background: bool = False,
-                 shape: CosineSchedule | None = None, dist: Distributed = Distributed()):
+                 shape: CosineSchedule | None = None, dist: Distributed = Distributed(), lookahead: str = "step"):
         super().__init__(optimizer, schedule=hyper)  # its values() are the learned lr / wd
+        if lookahead not in ("step", "expected"):
+            raise ValueError(f"lookahead must be 'step' or 'expected', got {lookahead!r}")
+        self.expected = ExpectedStep(self.weights) if lookahead == "expected" and hyper.signal == "val" else None
         self.dist = dist  # the hypergradients are averaged over the ranks' validation shares
         self.hyper, self.val_forward, self.background = hyper, val_forward, background
         # With a shape the learned lr is the stage's peak: the step runs at it times the schedule's
@@ -130,12 +137,16 @@ class HyperUpdate(WeightUpdate):
         if self._pending is not None:
             future, threads = self._pending
             state["pending"] = {"hypergradients": future.result(), "threads": threads}
+        if self.expected is not None:
+            state["expected"] = self.expected.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
         """Inverse of `state_dict`: a pending result is applied where the uninterrupted run applied it."""
         super().load_state_dict(state)
         self.shared_grads = state.get("shared_grads")
+        if self.expected is not None:
+            self.expected.load_state_dict(state["expected"])
         pending = state.get("pending")
         if pending is not None:
             future: Future = Future()
@@ -155,6 +166,7 @@ class HyperUpdate(WeightUpdate):
     def step(self, step: int, val_batch: Callable[[], Batch]) -> None:
         """SGD step at the learned (lr, wd), then a hypergradient step on them every `every` steps."""
         self.finish_pending()
+        self._complete_expected()
         values = self.hyper.values()
         lr, wd = values["lr"] * self.factor, values["wd"]
         self._set(lr, wd)
@@ -163,6 +175,8 @@ class HyperUpdate(WeightUpdate):
         if update_now and self.hyper.signal == "train":
             self._train_signal_step(live, lr)
             return
+        if update_now and self.expected is not None:
+            self.expected.record(live, self.optimizer, wd, self.factor)
         momentum = self.optimizer.param_groups[0]["momentum"]
         if update_now and momentum == 0:
             plain = [p.grad + wd * p.detach() for p in live]
@@ -186,6 +200,14 @@ class HyperUpdate(WeightUpdate):
             self._pending = (future, threads)
             return
         self._apply(self._hypergradients(x_val, y_val, live, updates, lr, self.factor))
+
+    def _complete_expected(self) -> None:
+        """The expected-step hypergradient of the last validation pass, now that this step's gradient
+        is in `.grad` (nothing without `lookahead="expected"` or a pass waiting)."""
+        done = self.expected.complete() if self.expected is not None else None
+        if done is not None:
+            d_lr, d_wd = done
+            self.hyper.apply(self.dist.average([d_lr])[0], d_wd)  # d_wd is a rank mean already
 
     def _train_signal_step(self, live: list[nn.Parameter], lr: float) -> None:
         """Baydin et al.: the fresh training gradient at w_t judges the previous update u_{t-1}."""
@@ -244,10 +266,16 @@ class HyperUpdate(WeightUpdate):
             hyper = [d_lr * factor, d_wd]
         # rank means in one all-reduce: every rank then holds (and a checkpoint saves) the same values
         averaged = self.dist.average(hyper + shared)
-        return (tuple(averaged[:2]) if hyper else None), (averaged[len(hyper):] or None)
+        result = tuple(averaged[:2]) if hyper else None
+        if result is not None and self.expected is not None:  # this rank's validation gradients wait
+            index = {id(p): i for i, p in enumerate(self.weights)}
+            result = (*result, {index[id(live[i])]: grads[i] for i in used})
+        return result, (averaged[len(hyper):] or None)
 
     def _apply(self, result: tuple) -> None:
         hypergradients, shared = result
-        if hypergradients is not None:
+        if hypergradients is not None and self.expected is not None:
+            self.expected.hold(hypergradients[2], hypergradients[1])
+        elif hypergradients is not None:
             self.hyper.apply(*hypergradients)
         self.shared_grads = shared

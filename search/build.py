@@ -244,6 +244,7 @@ def build_weight_update(spec: StageSpec, sec: StageSections, net: nn.Module, epo
     val_forward = net if h.reference_val_pass else partial(net, probe=True)
     background, note = overlap_choice(net, sec, channels, dist.world)
     shape = build_schedule(spec, sec.train, epochs) if h.anneal else None
-    update = HyperUpdate(optimizer, build_hyper(sec), val_forward, background=background, shape=shape, dist=dist)
+    update = HyperUpdate(optimizer, build_hyper(sec), val_forward, background=background, shape=shape, dist=dist,
+                         lookahead=h.lookahead)
     update.note = f"hypergradient validation pass {note}"
     return update

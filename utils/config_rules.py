@@ -132,6 +132,7 @@ def _hpo(h: HpoConfig, sec: str) -> None:
     _choice(h.update_rule, f"{sec}.update_rule", ("log", "reference"))
     _check(h.log_step > 0, f"config key '{sec}.log_step' must be positive, got {h.log_step}")
     _choice(h.signal, f"{sec}.signal", ("val", "train"))
+    _choice(h.lookahead, f"{sec}.lookahead", ("step", "expected"))
 
 
 def _da(g: DaConfig, sec: str) -> None:
