@@ -50,8 +50,8 @@ class ExpectedStep:
 
     @torch.no_grad()
     def complete(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """At step t+1, with its (clipped) gradients in `.grad`: (dL/d learned lr, dL/dwd) of step t, or
-        None if nothing waits. The dot product is this rank's share; the caller averages it."""
+        """At step t+1, with its (clipped, rank-mean) gradients in `.grad`: (dL/d learned lr, dL/dwd)
+        of step t, or None if nothing waits."""
         if self.waiting is None:
             return None
         val_grads, d_wd = self.waiting

@@ -207,7 +207,7 @@ class HyperUpdate(WeightUpdate):
         done = self.expected.complete() if self.expected is not None else None
         if done is not None:
             d_lr, d_wd = done
-            self.hyper.apply(self.dist.average([d_lr])[0], d_wd)  # d_wd is a rank mean already
+            self.hyper.apply(d_lr, d_wd)  # from rank means: the same on every rank
 
     def _train_signal_step(self, live: list[nn.Parameter], lr: float) -> None:
         """Baydin et al.: the fresh training gradient at w_t judges the previous update u_{t-1}."""
@@ -264,13 +264,14 @@ class HyperUpdate(WeightUpdate):
             d_lr, d_wd = lookahead_hypergradients([grads[i] for i in used], [updates[i] for i in used],
                                                   [live[i].detach() for i in used], lr)
             hyper = [d_lr * factor, d_wd]
+        waiting = [grads[i] for i in used] if hyper and self.expected is not None else []
         # rank means in one all-reduce: every rank then holds (and a checkpoint saves) the same values
-        averaged = self.dist.average(hyper + shared)
+        averaged = self.dist.average(hyper + waiting + shared)
         result = tuple(averaged[:2]) if hyper else None
-        if result is not None and self.expected is not None:  # this rank's validation gradients wait
+        if waiting:  # the validation gradients wait for the next step's gradient
             index = {id(p): i for i, p in enumerate(self.weights)}
-            result = (*result, {index[id(live[i])]: grads[i] for i in used})
-        return result, (averaged[len(hyper):] or None)
+            result = (*result, {index[id(live[i])]: g for i, g in zip(used, averaged[2:2 + len(waiting)])})
+        return result, (averaged[len(hyper) + len(waiting):] or None)
 
     def _apply(self, result: tuple) -> None:
         hypergradients, shared = result

@@ -107,3 +107,22 @@ def test_a_resume_between_the_pass_and_its_completion_continues_exactly():
 def test_an_unknown_lookahead_is_refused():
     with pytest.raises(ValueError, match="lookahead"):
         _update(_net(), "two_steps")
+
+
+def test_several_processes_are_refused_for_now(tmp_path):
+    from conftest import tiny_config
+
+    from models.genotypes import DARTS_V2
+    from models.network import Network
+    from search.build import build_weight_update, sections_for
+    from search.modes import MODES
+    from utils.config import config_from_dict
+    from utils.distributed import Distributed
+    from utils.errors import UserError
+
+    cfg, _ = config_from_dict(tiny_config(tmp_path, hpo={"lookahead": "expected"}))
+    spec = MODES["ista_single_hpo"].stages[0]
+    net = Network(DARTS_V2, init_channels=4, num_classes=3, layers=2)
+    assert build_weight_update(spec, sections_for(cfg, spec), net, epochs=1).expected is not None
+    with pytest.raises(UserError, match="one process only"):
+        build_weight_update(spec, sections_for(cfg, spec), net, epochs=1, dist=Distributed(rank=0, world=2))
