@@ -27,9 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from step_time import child_json, make_searcher, measure_steps  # noqa: E402
-from utils.device import resolve_device  # noqa: E402
-from utils.errors import UserError  # noqa: E402
+from step_time import checked_device, child_json, make_searcher, measure_steps  # noqa: E402
 
 # The original DHA code (hypergradient every step) at DHA's size, 2 threads, measured side by side
 # with ours by an earlier session on a 2-core AMD EPYC; on another machine or sitting the ratios
@@ -93,10 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(args.data_dir, args.row, args.amp, args.steps, args.warmup, args.threads,
                                  args.device)))
         return 0
-    try:
-        resolve_device(args.device)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
+    if checked_device(args.device) is None:
         return 2
     amps = args.precisions.split(",") if args.precisions else \
         (["off", "bf16"] if args.device.startswith("cuda") else ["off"])

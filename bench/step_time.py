@@ -150,6 +150,15 @@ def time_modes(searchers: list, steps: int, warmup: int, device: torch.device, b
     return results
 
 
+def checked_device(name: str) -> torch.device | None:
+    """The device a bench runs on, or None after a one-line error on stderr (unknown, or CUDA absent)."""
+    try:
+        return resolve_device(name)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run every row, print the table and the summary line."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -164,10 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     if not (Path(args.data_dir) / "train").is_dir():
         print(f"error: no ImageFolder train/ under '{args.data_dir}'", file=sys.stderr)
         return 2
-    try:
-        device = resolve_device(args.device)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
+    device = checked_device(args.device)
+    if device is None:
         return 2
     torch.set_num_threads(args.threads)
     rows = [(mode, overrides) for mode, overrides in ROWS if not (args.skip_darts and mode.startswith("darts"))]

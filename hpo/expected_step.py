@@ -44,9 +44,13 @@ class ExpectedStep:
             part = wd * p.detach()
             self.before[self._index[id(p)]] = part if buffer is None or not momentum else part + momentum * buffer
 
-    def hold(self, val_grads: dict[int, torch.Tensor], d_wd: torch.Tensor) -> None:
-        """Step t's validation gradients (by weight index, at the weights after the step) and dL/dwd."""
-        self.waiting = (val_grads, d_wd)
+    def indices(self, params: Sequence[nn.Parameter]) -> list[int]:
+        """The weights' indices (what a checkpoint can hold in place of the parameters)."""
+        return [self._index[id(p)] for p in params]
+
+    def hold(self, indices: Sequence[int], val_grads: Sequence[torch.Tensor], d_wd: torch.Tensor) -> None:
+        """Step t's validation gradients of the weights `indices` (after the step) and dL/dwd."""
+        self.waiting = (dict(zip(indices, val_grads)), d_wd)
 
     @torch.no_grad()
     def complete(self) -> tuple[torch.Tensor, torch.Tensor] | None:

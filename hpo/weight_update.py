@@ -269,14 +269,13 @@ class HyperUpdate(WeightUpdate):
         averaged = self.dist.average(hyper + waiting + shared)
         result = tuple(averaged[:2]) if hyper else None
         if waiting:  # the validation gradients wait for the next step's gradient
-            index = {id(p): i for i, p in enumerate(self.weights)}
-            result = (*result, {index[id(live[i])]: g for i, g in zip(used, averaged[2:2 + len(waiting)])})
+            result = (*result, self.expected.indices([live[i] for i in used]), averaged[2:2 + len(waiting)])
         return result, (averaged[len(hyper) + len(waiting):] or None)
 
     def _apply(self, result: tuple) -> None:
         hypergradients, shared = result
         if hypergradients is not None and self.expected is not None:
-            self.expected.hold(hypergradients[2], hypergradients[1])
+            self.expected.hold(hypergradients[2], hypergradients[3], hypergradients[1])
         elif hypergradients is not None:
             self.hyper.apply(*hypergradients)
         self.shared_grads = shared
