@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from models.amp import autocast
+from models.amp import autocast, widened
 from models.fast_ops import global_avg_pool
 from models.operations import Layers
 
@@ -93,4 +93,4 @@ def forward_cells(net: nn.Module, x: torch.Tensor, probe: bool, with_aux: bool,
             if i == net.aux_index and net.aux_head is not None and net.training and with_aux:
                 aux = net.aux_head(s1, probe)
         logits = net.classifier(global_avg_pool(s1))
-    return logits.float(), None if aux is None else aux.float()
+    return widened(logits), None if aux is None else widened(aux)

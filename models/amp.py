@@ -1,14 +1,20 @@
 """Mixed precision of a network's forward: `net.amp` is "off" or "bf16" (set by the builder).
 
 The forward of the cells / layers runs under autocast; the architecture's mixing weights are
-computed before it (float32, as the codes and alphas), and the logits leave as float32, so losses,
-hypergradients (float64) and the LASSO never see bfloat16.
+computed before it (float32, as the codes and alphas), and the logits leave as float32 (or wider:
+a network built in float64 stays float64), so losses, hypergradients (float64) and the LASSO never
+see bfloat16.
 """
 from __future__ import annotations
 
 import torch
 
 AMP_MODES = ("off", "bf16")
+
+
+def widened(t: torch.Tensor) -> torch.Tensor:
+    """t in float32 at least: a bfloat16 forward's output widened, float32 / float64 unchanged."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
 def autocast(x: torch.Tensor, amp: str):

@@ -125,7 +125,8 @@ class IstaSupernet(Supernet):
         z = torch.stack([self._z(t)[i].detach().cpu().double() for i in nodes])
         x = lasso(A, z, self.lasso_alpha, fit_intercept=self.lasso_intercept)
         device = self._buf("A", t, 0).device
-        return {i: x[b, :widths[b]].float().to(device) for b, i in enumerate(nodes)}
+        dtype = self._buf("code", t, nodes[0]).dtype
+        return {i: x[b, :widths[b]].to(device=device, dtype=dtype) for b, i in enumerate(nodes)}
 
     def _support_of(self, t: str, i: int, code: torch.Tensor) -> list[int]:
         return pick_support(code, i + 2, len(self.primitives), self.sparseness,

@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from models.amp import autocast
+from models.amp import autocast, widened
 from models.ista import converged, pick_support
 from models.mobile_supernet import MobileChoices
 from models.mobilenet import LAYER_OPS, MobileGenotype, MobileNetwork
@@ -71,7 +71,7 @@ class IstaMobileSupernet(MobileChoices):
         z = torch.stack([self.z[i].detach().cpu().double() for i in layers])
         x = lasso(A, z, self.lasso_alpha)
         device = self.support.device
-        return {i: x[b, :widths[b]].float().to(device) for b, i in enumerate(layers)}
+        return {i: x[b, :widths[b]].to(device=device, dtype=self.z[i].dtype) for b, i in enumerate(layers)}
 
     def _install(self) -> None:
         """Support, projected matrix and bias of every layer, from the accepted codes."""
@@ -120,7 +120,7 @@ class IstaMobileSupernet(MobileChoices):
             for layer, column in enumerate(self._host_support):
                 x = self.run_op(layer, self.ops_of[layer][column], x, probe) * weights[layer]
             logits = self.logits(x, probe)
-        return logits.float(), None
+        return widened(logits), None
 
     def genotype(self) -> MobileGenotype:
         """The support op of every layer (what the network computes now)."""

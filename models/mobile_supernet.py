@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.amp import autocast
+from models.amp import autocast, widened
 from models.batchnorm import BatchNorm2d
 from models.cells import Normalize, weighted_sum
 from models.gdas import hard_gumbel
@@ -122,7 +122,7 @@ class MobileSupernet(MobileChoices):
             for layer, ops in enumerate(active):
                 x = weighted_sum([weights[layer, k] for k in ops], [self.run_op(layer, k, x, probe) for k in ops])
             logits = self.logits(x, probe)
-        return logits.float(), None
+        return widened(logits), None
 
     def genotype(self) -> MobileGenotype:
         """The arg-max allowed op of every searchable layer."""

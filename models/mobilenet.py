@@ -16,7 +16,7 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import nn
 
-from models.amp import autocast
+from models.amp import autocast, widened
 from models.batchnorm import BatchNorm2d
 from models.cells import Normalize
 from models.operations import Layers
@@ -184,7 +184,7 @@ class MobileNetwork(nn.Module):
         """Logits and no auxiliary logits (the space has no auxiliary head)."""
         with autocast(x, self.amp):
             logits = self.classifier(self.features(x, probe))
-        return logits.float(), None
+        return widened(logits), None
 
     def forward(self, x: torch.Tensor, probe: bool = False) -> torch.Tensor:
         """x: [N, C, H, W] float in [0, 1] -> logits."""

@@ -239,9 +239,6 @@ def build_weight_update(spec: StageSpec, sec: StageSections, net: nn.Module, epo
     if not spec.hpo:
         return WeightUpdate(optimizer, build_schedule(spec, sec.train, epochs))
     h = sec.hpo
-    if h.lookahead == "expected" and h.signal == "val" and dist.world > 1:
-        raise UserError("hpo.lookahead: expected runs in one process only for now (its result with several "
-                        "processes is not yet shown to match one process's); use hpo.lookahead: step with torchrun")
     # The reference's validation pass is a plain training forward (it moves the BN statistics), so
     # it cannot overlap the next training pass; ours is a probe that writes nothing.
     val_forward = net if h.reference_val_pass else partial(net, probe=True)

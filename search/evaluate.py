@@ -11,7 +11,7 @@ from utils.distributed import Distributed
 
 def to_input(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     """uint8 [B, C, H, W] on the host -> float in [0, 1] on `device` (non-blocking copy)."""
-    return x.to(device, non_blocking=True).float().div_(255.0)
+    return x.to(device, non_blocking=True).to(torch.get_default_dtype()).div_(255.0)
 
 
 @torch.no_grad()

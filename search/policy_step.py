@@ -16,6 +16,7 @@ from torch import nn
 
 from augment.estimators import SplitHalfSignal
 from augment.policy import AugmentPolicy
+from models.amp import widened
 from utils.distributed import Distributed
 
 
@@ -175,22 +176,23 @@ class GeneralizationStep(ScoreFunctionStep):
 
     @staticmethod
     def _error(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(logits.detach().float(), dim=1) - nn.functional.one_hot(targets, logits.shape[1]).float()
+        probabilities = torch.softmax(widened(logits.detach()), dim=1)
+        return probabilities - nn.functional.one_hot(targets, logits.shape[1]).to(probabilities.dtype)
 
     def _refresh(self, outcome: StepOutcome) -> None:
         xv, yv = outcome.val_batch()
         with torch.no_grad(), self.watch(outcome.net):
             error = self._error(outcome.net(xv, probe=True), yv)
-        features = self._features.float()
+        features = widened(self._features)
         self.val_gradient = tuple(outcome.dist.average([error.T @ features / len(yv), error.mean(0)]))
 
     def reward(self, outcome: StepOutcome) -> torch.Tensor:
         """<validation gradient, sample gradient> at the classifier (larger: the step generalises)."""
         # this step's training forward (every rank's), before the refresh overwrites it
-        features = outcome.dist.gather(self._features.float())
+        features = outcome.dist.gather(widened(self._features))
         shared = self.shared() if self.shared is not None else None
         if shared is not None:  # the same rank-mean gradients a probe would give, without a forward
-            self.val_gradient = tuple(g.float() for g in shared)
+            self.val_gradient = tuple(widened(g) for g in shared)
         elif self.val_gradient is None or self.calls % self.val_every == 0:
             self._refresh(outcome)
         self.calls += 1

@@ -52,7 +52,7 @@ def test_shipped_paper_values() -> None:
     assert (single.train_architecture.init_channels, single.train_architecture.layers) == (36, 20)
     assert single.dataset.val_ratio == 0.02 and single.dataset.batch_size == 96
     assert single.train_architecture.param_limit == 3.7 and single.hpo.restart is False
-    assert single.hpo.lookahead == "step" and config_from_dict({})[0].hpo.lookahead == "step"
+    assert single.hpo.lookahead == "step" and config_from_dict({})[0].hpo.lookahead == "expected"
     two, _ = load_config(REPO / "conf/ista/cifar100_ista.json")
     assert (two.train_architecture.init_channels, two.train_architecture.layers) == (16, 8)
     assert (two.tune_architecture.init_channels, two.tune_architecture.layers) == (36, 20)

@@ -109,7 +109,7 @@ def test_an_unknown_lookahead_is_refused():
         _update(_net(), "two_steps")
 
 
-def test_several_processes_are_refused_for_now(tmp_path):
+def test_the_expected_step_is_the_default_in_one_process_and_several(tmp_path):
     from conftest import tiny_config
 
     from models.genotypes import DARTS_V2
@@ -118,11 +118,11 @@ def test_several_processes_are_refused_for_now(tmp_path):
     from search.modes import MODES
     from utils.config import config_from_dict
     from utils.distributed import Distributed
-    from utils.errors import UserError
 
-    cfg, _ = config_from_dict(tiny_config(tmp_path, hpo={"lookahead": "expected"}))
+    cfg, _ = config_from_dict(tiny_config(tmp_path))
     spec = MODES["ista_single_hpo"].stages[0]
     net = Network(DARTS_V2, init_channels=4, num_classes=3, layers=2)
-    assert build_weight_update(spec, sections_for(cfg, spec), net, epochs=1).expected is not None
-    with pytest.raises(UserError, match="one process only"):
-        build_weight_update(spec, sections_for(cfg, spec), net, epochs=1, dist=Distributed(rank=0, world=2))
+    for dist in (Distributed(), Distributed(rank=0, world=2)):
+        assert build_weight_update(spec, sections_for(cfg, spec), net, epochs=1, dist=dist).expected is not None
+    cfg, _ = config_from_dict(tiny_config(tmp_path, hpo={"lookahead": "step"}))
+    assert build_weight_update(spec, sections_for(cfg, spec), net, epochs=1).expected is None

@@ -102,7 +102,7 @@ class HpoConfig:
     restart: bool = False  # reset lr and wd to the midpoints when the search ends
     every: int = 4  # hypergradient step (and its validation pass) every N weight steps | 1: every step (DHA)
     signal: str = "val"  # val (DHA) | train (hypergradient descent of Baydin et al.)
-    lookahead: str = "step"  # signal val: step (DHA: the look-ahead of the step taken, its own noise counted as a cost) | expected (ours, one process only for now: of the expected step, the next batch's gradient standing in for this one's; hpo/expected_step.py)
+    lookahead: str = "expected"  # signal val: expected (ours: the look-ahead of the expected step, the next batch's gradient standing in for this one's; hpo/expected_step.py) | step (DHA: of the step taken, its own noise counted as a cost)
     reference_val_pass: bool = False  # true: the val pass updates BN running stats and keeps drop path (DHA)
     overlap: bool = True  # CPU: step t's val pass may run on a helper thread beside step t+1's training pass, where that pays (small steps; the log says)
 
