@@ -274,8 +274,10 @@ class HyperUpdate(WeightUpdate):
 
     def _apply(self, result: tuple) -> None:
         hypergradients, shared = result
-        if hypergradients is not None and self.expected is not None:
-            self.expected.hold(hypergradients[2], hypergradients[3], hypergradients[1])
-        elif hypergradients is not None:
-            self.hyper.apply(*hypergradients)
+        if hypergradients is not None:
+            d_lr, d_wd, *waiting = hypergradients  # waiting: (weight indices, validation gradients)
+            if waiting:
+                self.expected.hold(*waiting, d_wd)
+            else:
+                self.hyper.apply(d_lr, d_wd)
         self.shared_grads = shared

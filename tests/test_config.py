@@ -142,6 +142,7 @@ def test_int_accepted_for_float_and_null_for_optional() -> None:
     ({"hpo": {"learning_low": 0.05, "learning_up": 0.05}}, "hpo.learning_low"),
     ({"hpo": {"learning_low": 0.1, "learning_up": 0.05}}, "hpo.learning_up"),
     ({"hpo_tune": {"learning_low": -1e-3}}, "hpo_tune.learning_low"),
+    ({"hpo": {"lookahead": "horizon"}}, "hpo.lookahead"),
     ({"dataset": {"batch_size": 0}}, "dataset.batch_size"),
     ({"train_architecture": {"order": 3}}, "train_architecture.order"),
     ({"train_architecture": {"stem": "resnet"}}, "train_architecture.stem"),
