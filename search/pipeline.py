@@ -210,7 +210,12 @@ def _finish(cfg: RunConfig, mode: Mode, model: torch.nn.Module, stage: Stage, st
         return metrics
     write_json(genotype.to_dict(), run_dir / "genotype.json")
     policy = stage.searcher.policy
-    policy = policy.export() if policy is not None else {"type": "none"}
+    if policy is not None:
+        policy = policy.export()
+    elif state.policy_export is not None:  # a continued training without the searched policy
+        policy = {**state.policy_export, "applied_in_continued_training": False}
+    else:
+        policy = {"type": "none"}
     policy["searched"] = any(s.augment is not Augment.NONE for s in mode.stages)
     policy["train_augment"] = build_train_augment(sec.dataset, sec.arch, data).describe()
     write_json(policy, run_dir / "policy.json")

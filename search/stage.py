@@ -15,6 +15,7 @@ from search.build import (MOBILENET_SEARCHES, StageSections, build_arch_step, bu
 from search.build_policy import build_fixed_policy, build_policy_step
 from search.data import RunData, build_eval_transform, build_train_augment
 from search.modes import MODES, Augment, Kind, Mode, Space, StageSpec
+from search.policy_step import PolicyStep
 from search.searcher import LoopConfig, Searcher
 from search.state import RunState
 from utils.config_sections import RunConfig
@@ -93,6 +94,9 @@ def build_stage(cfg: RunConfig, mode: Mode, index: int, previous: RunState, devi
                         eval_transform=build_eval_transform(sec.dataset, sec.arch, data, device), dist=dist)
     if spec.kind is Kind.CONTINUE:
         hand_over(searcher, previous.carry, sec)
+        if spec.augment is not Augment.NONE and not sec.da.continue_with_policy:
+            logger.info("continued training augments as `train` does (da.continue_with_policy false); "
+                        "policy.json keeps the searched policy")
     return Stage(index, spec, sec, data, loaders, net, searcher)
 
 
@@ -107,10 +111,13 @@ def hand_over(searcher: Searcher, carry: dict | None, sec: StageSections) -> Non
     """DHA's switch after a single-stage search: the same network, policy and learned lr / wd
     (`carry`; None when resuming inside the stage, whose own state follows) go on with the
     architecture fixed, stronger magnitudes, the *_tune learning rates and (`hpo.restart`) lr / wd
-    back at the middle of their bounds."""
+    back at the middle of their bounds. With `da.continue_with_policy` false the policy stops here:
+    the continued training augments as `train` does (the run keeps the searched policy's export)."""
     if carry is not None:
         searcher.load_carry_state(carry)
     searcher.net.freeze_arch()
+    if searcher.policy is not None and not sec.da.continue_with_policy:
+        searcher.policy_step = PolicyStep()
     if searcher.policy is not None:
         searcher.policy.set_magnitude(sec.da.magnitude_tune)
     searcher.policy_step.set_lr(sec.da.d_lr_tune)

@@ -109,6 +109,7 @@ def test_legacy_key_of_another_section_is_unknown() -> None:
     ("train", "epochs", 10.0),  # float (even integral) for int
     ("dataset", "download", "yes"),  # string for bool
     ("dataset", "flip", 1),  # number for bool
+    ("da", "continue_with_policy", "false"),  # string for bool
     ("dataset", "mean", 0.5),  # number for list
     ("train", "w_lr", True),  # bool for float
     ("train", "w_lr", "0.1"),  # string for float

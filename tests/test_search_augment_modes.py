@@ -81,3 +81,22 @@ def test_train_hpo_and_train_da_learn_one_half_of_train_doal(write_config, tmp_p
     assert [r["stage"] for r in records] == ["retrain"]
     assert ("policy_entropy" in records[-1]) == policy_learns
     assert json.loads((run_dir / "hparams.json").read_text())["learned"] == hpo_learns
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_continued_training_keeps_or_drops_the_searched_policy(write_config, tmp_path, keep):
+    """da.continue_with_policy: DHA's continued training goes on augmenting with the policy; without it the
+    continued training has no policy, and policy.json still holds the policy the search ended with."""
+    conf = write_config(da={"continue_with_policy": keep})
+    assert search_darts.main(["--conf_path", str(conf), "--Running", "ista_single_da", "--device", "cpu"]) == 0
+    run_dir = tmp_path / "runs" / "fake_ista_single_da"
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in records] == ["search", "continue"]
+    assert "policy_entropy" in records[0] and ("policy_entropy" in records[1]) == keep
+    policy = json.loads((run_dir / "policy.json").read_text())
+    assert policy["type"] == "pair" and policy["searched"]
+    assert policy.get("applied_in_continued_training", True) == keep
+    if not keep:
+        assert policy["entropy"] == pytest.approx(records[0]["policy_entropy"])
+    log = (run_dir / "log.txt").read_text()
+    assert ("continued training augments as `train` does" in log) == (not keep)

@@ -24,13 +24,14 @@ def _run(conf, mode, interrupt_after=None, monkeypatch=None):
     return search_darts.main(["--conf_path", str(conf), "--Running", mode, "--device", "cpu"])
 
 
-# interrupt after search epoch 1 / inside the continued training
-@pytest.mark.parametrize("mode,interrupt_after", [("ista_single_nor", 1), ("ista_single_nor", 4), ("ista_single_doal", 4)])
-def test_resume_is_exact_for_single_stage_modes(write_config, tmp_path, monkeypatch, interrupt_after, mode):
+# interrupt after search epoch 1 / inside the continued training (doal: with and without the policy there)
+@pytest.mark.parametrize("mode,interrupt_after,keep_policy", [("ista_single_nor", 1, False), ("ista_single_nor", 4, False),
+                                                              ("ista_single_doal", 4, False), ("ista_single_doal", 4, True)])
+def test_resume_is_exact_for_single_stage_modes(write_config, tmp_path, monkeypatch, interrupt_after, mode, keep_policy):
     # doal: policy, learned lr / wd, and (log_every > 1) validation passes overlapping the next step
     arch = {"dist_limit": 0.0}  # never freeze: the search runs all its epochs
     train = {"epochs": 3, "retrain_epochs": 2, "max_steps_per_epoch": 3}
-    extra = {"log_every": 10, "hpo": {"h_lr": 1e-3, "h_lr_tune": 1e-3}}
+    extra = {"log_every": 10, "hpo": {"h_lr": 1e-3, "h_lr_tune": 1e-3}, "da": {"continue_with_policy": keep_policy}}
     straight = write_config("straight.json", save_name="straight", train=train, train_architecture=arch, **extra)
     broken = write_config("broken.json", save_name="broken", train=train, train_architecture=arch, **extra)
     assert _run(straight, mode) == 0
@@ -55,6 +56,8 @@ def test_resume_is_exact_for_single_stage_modes(write_config, tmp_path, monkeypa
         ha = json.loads((ref_dir / "hparams.json").read_text())
         hb = json.loads((run_dir / "hparams.json").read_text())
         assert ha == hb and ha["learned"]
+        pa = json.loads((ref_dir / "policy.json").read_text())
+        assert pa == json.loads((run_dir / "policy.json").read_text()) and pa["type"] == "pair"
 
 
 def _arch(mode: str, **keys) -> dict:

@@ -120,6 +120,7 @@ class DaConfig:
     temperature: float = 2.0  # Gumbel-softmax temperature of the per-step sampling matrix
     magnitude: float = 1.0  # magnitudes are drawn from U(0, magnitude) during the search
     magnitude_tune: float = 10.0  # ... and from U(0, magnitude_tune) afterwards
+    continue_with_policy: bool = True  # single-stage modes: the policy keeps augmenting and learning in continued training (DHA) | false: it shapes the search only, and the continued training augments as `train` does (crop, flip, Cutout; policy.json keeps the searched policy)
     level_scale: str = "strength"  # level 0 = identity for every op (ours) | reference: DHA's, where level 0 is the strongest posterize / solarize / enhance
     update_rule: str = "reinforce"  # pair policy: reinforce (ours: unbiased, normalised, Adam) | reference (DHA's -loss * P, SGD)
     objective: str = "generalization"  # pair policy: generalization (favour pairs whose samples' gradients lower the validation loss) | affinity (pairs the network still reads: low training loss; the entropy floor keeps diversity) | adversarial (DHA: high-training-loss pairs)
