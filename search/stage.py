@@ -93,8 +93,7 @@ def build_stage(cfg: RunConfig, mode: Mode, index: int, previous: RunState, devi
                         loaders["val_stream"], loaders["val"], device, loop, logger,
                         eval_transform=build_eval_transform(sec.dataset, sec.arch, data, device), dist=dist)
     if spec.kind is Kind.CONTINUE:
-        hand_over(searcher, previous.carry, sec)
-        if spec.augment is not Augment.NONE and not sec.da.continue_with_policy:
+        if hand_over(searcher, previous.carry, sec):
             logger.info("continued training augments as `train` does (da.continue_with_policy false); "
                         "policy.json keeps the searched policy")
     return Stage(index, spec, sec, data, loaders, net, searcher)
@@ -107,16 +106,18 @@ def _set_recompute(net: nn.Module, recompute_cells: int, logger: RunLogger) -> N
         logger.info(f"recompute_cells {recompute_cells} ignored: {type(net).__name__} has no cells")
 
 
-def hand_over(searcher: Searcher, carry: dict | None, sec: StageSections) -> None:
+def hand_over(searcher: Searcher, carry: dict | None, sec: StageSections) -> bool:
     """DHA's switch after a single-stage search: the same network, policy and learned lr / wd
     (`carry`; None when resuming inside the stage, whose own state follows) go on with the
     architecture fixed, stronger magnitudes, the *_tune learning rates and (`hpo.restart`) lr / wd
     back at the middle of their bounds. With `da.continue_with_policy` false the policy stops here:
-    the continued training augments as `train` does (the run keeps the searched policy's export)."""
+    the continued training augments as `train` does (the run keeps the searched policy's export).
+    Returns whether it stopped the policy."""
     if carry is not None:
         searcher.load_carry_state(carry)
     searcher.net.freeze_arch()
-    if searcher.policy is not None and not sec.da.continue_with_policy:
+    stopped = searcher.policy is not None and not sec.da.continue_with_policy
+    if stopped:
         searcher.policy_step = PolicyStep()
     if searcher.policy is not None:
         searcher.policy.set_magnitude(sec.da.magnitude_tune)
@@ -127,6 +128,7 @@ def hand_over(searcher: Searcher, carry: dict | None, sec: StageSections) -> Non
             hyper.set_h_lr(sec.hpo.h_lr_tune)
         if sec.hpo.restart:
             hyper.restart()
+    return stopped
 
 
 def resume_stage(stage: Stage, state: RunState) -> int:
